@@ -1,0 +1,289 @@
+"""Both k-reciprocal re-rankings from features, in O(N k) memory: no N x N matrix anywhere.
+
+The dense definitions (``reid.rerank.classic`` / ``hard_weight``; ``../shared/reference/README.md``
+R1 and R2) build several (N, N) matrices, N = queries + gallery, but only use each image's first
+k1 (+1) neighbours, a few whole-row quantities and sparse set weights. Here:
+
+1. one blockwise pass over the rows of all N features (``reid.neighbors``) keeps the neighbour lists
+   and the exact whole-row quantities, one (block, N) distance block at a time;
+2. reciprocal sets, expansions and query expansion are sparse (``scipy.sparse``, O(N k) entries);
+3. the Jaccard distance is computed for the query x gallery pairs only, one block of queries at a
+   time, with the inverted-index join of ``reid.sparse_rows.sum_of_minima``; the output block is
+   combined with that block's raw distances and written out (full matrix) or cut to its ``topk``.
+
+Results equal the dense functions within the reference tolerance (1e-5; summation order differs,
+~1e-7). Neighbour lists are those of the dense code on the CPU (see ``reid.neighbors``); where two
+candidates are exactly tied at a list boundary (duplicate images), which one is kept follows
+``torch.topk``, which may differ from the dense classic code's ``np.argsort`` — as it may between
+numpy versions or CPUs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from reid.neighbors import (
+    ArrayLike,
+    block_rows_for,
+    compact_rows,
+    distance_blocks,
+    overlap_counts,
+    reciprocal_mask,
+    smallest,
+    stack_features,
+)
+from reid.sparse_rows import TorchCsr, padded_to_csr, sequential_row_means, sets_to_csr, sum_of_minima
+
+RerankOutput = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+def classic_from_features(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    topk: int | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    block_size: int | None = None,
+) -> RerankOutput:
+    """Classic k-reciprocal re-ranking (reference R1) from features, without an N x N matrix.
+
+    query_feats: (m, d), gallery_feats: (n, d) L2-normalised float32 (numpy or torch). The distance
+    is the squared Euclidean one of ``reid.distance.squared_euclidean`` (what ``reid.rerank.classic``
+    receives as ``dist_qg/dist_qq/dist_gg``); as in R1 it is squared again (|x - y|^4) and each row
+    of that is divided by its maximum. That row maximum, a whole-row quantity, is taken exactly in
+    the neighbour pass: every (block, N) block of squared-squared distances is reduced to its row
+    max, then divided by it, then cut to its k1 + 1 smallest entries (the dense ranking, since the
+    stacked distance matrix is symmetric bit for bit). Weights of expansion members outside a
+    row's list use the same formula from a direct dot product (~1e-7 from the dense value).
+
+    Returns the (m, n) float32 re-ranked distance when ``topk`` is None, else ``(indices, distances)``
+    (m, topk) int64 / float32: each query's topk best gallery items, ascending.
+    device: where the distance blocks and the Jaccard join run ("cpu" or "cuda").
+    block_size: rows per distance block (default: what fits 128 MiB; results do not depend on it).
+    """
+    query, gallery, both = stack_features(query_feats, gallery_feats, device)
+    m, total = query.shape[0], both.shape[0]
+    # 1. neighbour pass: each row's smallest squared-squared distances, and the row max. The list is
+    # kept twice as long as R1's k1 + 1 so that the weights of step 4 rarely need a new dot product.
+    width = min(2 * (k1 + 1), total)
+    nearest = np.empty((total, width), dtype=np.int64)
+    nearest_fourth = np.empty((total, width), dtype=np.float32)
+    row_max = torch.empty(total, dtype=torch.float32, device=both.device)
+    for keep, dist in distance_blocks(both, both, block_size):
+        fourth = dist.mul_(dist)  # (b, N): R1 squares the (already squared) distance matrix
+        row_max[keep:keep + len(dist)] = fourth.amax(dim=1)
+        values, where = smallest(fourth, width)
+        nearest[keep:keep + len(dist)], nearest_fourth[keep:keep + len(dist)] = where.cpu().numpy(), values.cpu().numpy()
+    forward = nearest[:, :k1 + 1]
+
+    # 2. k-reciprocal sets (forward order) and the half-size sets of every candidate
+    reciprocal = compact_rows(forward, reciprocal_mask(forward))  # (N, k1+1), -1 padded
+    half_forward = forward[:, :int(np.around(k1 / 2.0)) + 1]
+    half = compact_rows(half_forward, reciprocal_mask(half_forward))  # (N, half+1)
+
+    # 3. expansion: add half(c) for each c in R(i) with |half(c) ∩ R(i)| > 2/3 |half(c)|
+    owners, slots = np.nonzero(reciprocal >= 0)
+    candidates = reciprocal[owners, slots]
+    common = overlap_counts(owners, half[candidates], reciprocal)
+    half_sizes = (half >= 0).sum(axis=1)[candidates]
+    grows = common > 2.0 / 3 * half_sizes
+    grown_owners = np.repeat(owners[grows], half.shape[1])
+    expanded = sets_to_csr(np.concatenate([owners, grown_owners]), np.concatenate([candidates, half[candidates[grows]].ravel()]), (total, total))
+
+    # 4. V: softmax of -O over each expanded set, then the mean over the k2 nearest rows
+    weights = _set_weights(expanded, nearest, nearest_fourth, both, row_max)
+    if k2 != 1:
+        weights = neighbour_mean(weights, forward[:, :k2])
+
+    # 5. per query block: Jaccard against the gallery rows, combined with the query's O row
+    query_rows = TorchCsr.from_scipy(weights[:m], both.device)
+    gallery_by_column = TorchCsr.from_scipy(weights[m:].T.tocsr(), both.device)
+
+    def finish(start: int, stop: int, dist_qg: torch.Tensor) -> torch.Tensor:
+        # in-place arithmetic (the blocks are large); each step rounds as the dense expression
+        shared = sum_of_minima(query_rows, start, stop, gallery_by_column)  # (b, n)
+        jaccard = shared.div_(torch.rsub(shared, 2)).neg_().add_(1)  # 1 - s / (2 - s)
+        original = dist_qg.mul_(dist_qg).div_(row_max[start:stop, None])  # O = D^2 / row max
+        return jaccard.mul_(lambda_value).add_(original.mul_(1 - lambda_value))
+
+    return _query_blocks(query, gallery, finish, topk, block_size)
+
+
+def hard_weight_from_features(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.7,
+    expansion_threshold: float = 2 / 3,
+    topk: int | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    block_size: int | None = None,
+) -> RerankOutput:
+    """The paper's hard-weight re-ranking (reference R2) from features, without an N x N matrix.
+
+    query_feats: (m, d), gallery_feats: (n, d) L2-normalised float32; distance = squared Euclidean
+    (``reid.distance.squared_euclidean``), not squared again, not normalised. Reproduces every
+    quirk of R2: k1 (not k1 + 1) neighbours, floor(k1 / 2) half sets, the non-strict threshold, the
+    list-aliasing walk of the query expansion (only the first merge extends the walk, so the walk
+    visits R(p) then the half set of the first merging item: evaluated as two vectorised rounds),
+    and the in-place sequential query and gallery expansions (``sequential_row_means``: batched by
+    dependency level, same order of dependence as the loop).
+    The whole-row quantity, the L2 norm of each row of the raw query x gallery distance (the ``Nrm``
+    term), is exact: each block holds full rows of that matrix and is normalised with
+    ``F.normalize`` as the dense code does.
+
+    Returns what ``classic_from_features`` returns; device and block_size as there.
+    """
+    query, gallery, both = stack_features(query_feats, gallery_feats, device)
+    m, n = query.shape[0], gallery.shape[0]
+    # 1. neighbour pass on the stacked distance: k1 nearest over all images, and over the gallery
+    near_all = np.empty((m + n, min(k1, m + n)), dtype=np.int64)
+    near_gallery = np.empty((m + n, min(k1, n)), dtype=np.int64)
+    for keep, dist in distance_blocks(both, both, block_size):
+        near_all[keep:keep + len(dist)] = smallest(dist, k1)[1].cpu().numpy()
+        near_gallery[keep:keep + len(dist)] = smallest(dist[:, m:], k1)[1].cpu().numpy()
+    near_query, near_gallery = near_all[:m], near_gallery[m:]
+
+    # 2. reciprocal sets: R(p) gallery members of a query's list that list p back; R(g), H(g)
+    query_mask = reciprocal_mask(near_query, reverse=near_all) & (near_query >= m)
+    query_sets = compact_rows(np.where(query_mask, near_query - m, -1), query_mask)  # (m, k1) gallery ids
+    gallery_sets = compact_rows(near_gallery, reciprocal_mask(near_gallery))  # (n, k1)
+    half_lists = near_gallery[:, :k1 // 2]
+    half = compact_rows(half_lists, reciprocal_mask(half_lists))  # (n, k1 // 2)
+    half_sizes = (half >= 0).sum(axis=1)
+
+    # 3. expansions (sets only), then the binary rows Q (m, n) and G (n, n)
+    query_rows = _expand_queries(query_sets, half, half_sizes, expansion_threshold, n)
+    gallery_rows = _expand_gallery(gallery_sets, half, half_sizes, expansion_threshold)
+
+    # 4. local query expansion and gallery expansion: in place, sequential, as R2 steps 7 and 8
+    query_rows = sequential_row_means(query_rows, near_query[:, :k2], extra=gallery_rows)
+    gallery_rows = sequential_row_means(gallery_rows, near_gallery[:, 1:k2 + 1])
+
+    # 5. per query block: Jaccard (min / max sums) and the row-normalised raw distance
+    left = TorchCsr.from_scipy(query_rows, both.device)
+    right_by_column = TorchCsr.from_scipy(gallery_rows.T.tocsr(), both.device)
+    left_sums, right_sums = left.row_sums(), TorchCsr.from_scipy(gallery_rows, both.device).row_sums()
+
+    def finish(start: int, stop: int, dist_qg: torch.Tensor) -> torch.Tensor:
+        # in-place arithmetic (the blocks are large); sum max = sum q + sum g - sum min
+        shared = sum_of_minima(left, start, stop, right_by_column)  # (b, n)
+        union = (left_sums[start:stop, None] + right_sums[None, :]).sub_(shared)
+        jaccard = shared.div_(union).neg_().add_(1)  # 1 - min / max
+        return F.normalize(dist_qg, p=2, dim=1).mul_(1 - lambda_value).add_(jaccard.mul_(lambda_value))
+
+    return _query_blocks(query, gallery, finish, topk, block_size)
+
+
+def _set_weights(members: sp.csr_matrix, nearest: np.ndarray, nearest_fourth: np.ndarray, features: torch.Tensor, row_max: torch.Tensor) -> sp.csr_matrix:
+    """R1 step 4's V: ``exp(-O[i, e]) / sum_e exp(-O[i, e])`` over each row's set (float32 csr).
+
+    O[i, e] = D(i, e)^2 / row_max[i]. Nearly all members are in row i's ``nearest`` list (r, L),
+    whose D^2 ``nearest_fourth`` came from the neighbour pass (bit-identical to the dense value); the
+    rare others are computed here with the same norms-plus-product formula but a plain row dot
+    (~1e-7 from the dense value).
+    """
+    members.sort_indices()
+    total = members.shape[0]
+    owners = np.repeat(np.arange(total), np.diff(members.indptr))
+    targets = members.indices.astype(np.int64)
+    wanted = owners * total + targets
+    known = (np.arange(total)[:, None] * total + nearest).ravel()
+    order = np.argsort(known)
+    at = np.minimum(np.searchsorted(known[order], wanted), len(known) - 1)
+    found = known[order][at] == wanted
+    fourth = nearest_fourth.ravel()[order][at]
+    missing = np.nonzero(~found)[0]
+    if len(missing):
+        norms = features.pow(2).sum(dim=1)  # (N,)
+        step = max(1, (1 << 24) // features.shape[1])  # bounds the gathered rows to 64 MiB
+        for lo in range(0, len(missing), step):
+            part = missing[lo:lo + step]
+            i = torch.from_numpy(owners[part]).to(features.device)
+            e = torch.from_numpy(targets[part]).to(features.device)
+            dist = norms[i] + norms[e] - 2 * (features[i] * features[e]).sum(dim=1)
+            fourth[part] = (dist * dist).cpu().numpy()
+    scores = np.exp(-(fourth / row_max.cpu().numpy()[owners]))
+    totals = np.add.reduceat(scores, members.indptr[:-1]) if len(scores) else np.zeros(0, np.float32)
+    totals = np.where(np.diff(members.indptr) == 0, 1, totals).astype(np.float32)
+    return sp.csr_matrix((scores / np.repeat(totals, np.diff(members.indptr)), members.indices, members.indptr), shape=members.shape, dtype=np.float32)
+
+
+def neighbour_mean(rows: sp.csr_matrix, neighbours: np.ndarray) -> sp.csr_matrix:
+    """R1 step 5: ``new[i] = mean of old rows neighbours[i, :]`` (from the old rows, not in place)."""
+    owners = np.repeat(np.arange(neighbours.shape[0]), neighbours.shape[1])
+    links = sp.csr_matrix((np.ones(owners.shape[0], np.float32), (owners, neighbours.ravel())), shape=(neighbours.shape[0], rows.shape[0]))
+    out = sp.csr_matrix(links @ rows, dtype=np.float32)
+    out.data /= np.float32(neighbours.shape[1])
+    return out
+
+
+def _expand_queries(sets: np.ndarray, half: np.ndarray, half_sizes: np.ndarray, threshold: float, num_gallery: int) -> sp.csr_matrix:
+    """R2 step 4 for all queries at once: R*(p) as binary (m, n) rows.
+
+    The test for item g only depends on the fixed P0 = R(p) and on H(g), not on the walk state, so
+    the walk reduces to: visit R(p) in order; if some g passes, the first one's H(g) is also
+    visited (the list-aliasing quirk); R*(p) = R(p) ∪ H(g) over every visited g that passes.
+    """
+    owners, slots = np.nonzero(sets >= 0)  # row-major: each query's R(p) in walk order
+    visited = sets[owners, slots]
+    passes = overlap_counts(owners, half[visited], sets) >= half_sizes[visited] * threshold
+    first = np.full(sets.shape[0], -1)
+    first_owner, first_at = np.unique(owners[passes], return_index=True)
+    first[first_owner] = visited[passes][first_at]
+    # the aliased extension of the walk: H(first merged item)
+    extra_owners = np.repeat(np.nonzero(first >= 0)[0], half.shape[1])
+    extra_items = half[first[first >= 0]].ravel()
+    real = extra_items >= 0
+    extra_owners, extra_items = extra_owners[real], extra_items[real]
+    extra_passes = overlap_counts(extra_owners, half[extra_items], sets) >= half_sizes[extra_items] * threshold
+    merged = np.concatenate([visited[passes], extra_items[extra_passes]])
+    merged_owners = np.concatenate([owners[passes], extra_owners[extra_passes]])
+    members = np.concatenate([visited, half[merged].ravel()])
+    member_owners = np.concatenate([owners, np.repeat(merged_owners, half.shape[1])])
+    return sets_to_csr(member_owners, members, (sets.shape[0], num_gallery))
+
+
+def _expand_gallery(sets: np.ndarray, half: np.ndarray, half_sizes: np.ndarray, threshold: float) -> sp.csr_matrix:
+    """R2 step 5: for h in A = R(g) without its first item, merge H(h) if |A ∩ H(h)| >= thr |H(h)|."""
+    others = sets[:, 1:]  # A, padded with -1
+    owners, slots = np.nonzero(others >= 0)
+    items = others[owners, slots]
+    passes = overlap_counts(owners, half[items], others) >= half_sizes[items] * threshold
+    all_owners, all_slots = np.nonzero(sets >= 0)
+    members = np.concatenate([sets[all_owners, all_slots], half[items[passes]].ravel()])
+    member_owners = np.concatenate([all_owners, np.repeat(owners[passes], half.shape[1])])
+    return sets_to_csr(member_owners, members, (sets.shape[0], sets.shape[0]))
+
+
+def _query_blocks(query: torch.Tensor, gallery: torch.Tensor, finish, topk: int | None, block_size: int | None) -> RerankOutput:
+    """Run ``finish(start, stop, dist_qg_block) -> (b, n) re-ranked block`` over query blocks.
+
+    Returns the (m, n) float32 matrix, or ``(indices, distances)`` of the ``topk`` smallest per row.
+    """
+    m, n = query.shape[0], gallery.shape[0]
+    if topk is None:
+        out = np.empty((m, n), dtype=np.float32)
+    else:
+        if not 1 <= topk <= n:
+            raise ValueError(f"topk must be in [1, {n}] (the gallery size), got {topk}")
+        indices, values = np.empty((m, topk), dtype=np.int64), np.empty((m, topk), dtype=np.float32)
+    block = block_rows_for(n, block_size)
+    for keep, dist_qg in distance_blocks(query, gallery, block):
+        stop = keep + len(dist_qg)
+        final = finish(keep, stop, dist_qg)
+        if topk is None:
+            out[keep:stop] = final.cpu().numpy()
+        else:
+            best, where = smallest(final, topk)
+            values[keep:stop], indices[keep:stop] = best.cpu().numpy(), where.cpu().numpy()
+    return out if topk is None else (indices, values)
+
