@@ -22,7 +22,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 from urllib.parse import urlparse
 
 import requests
@@ -373,16 +373,25 @@ def missing_folders(data_reid: str | os.PathLike) -> list[str]:
     return [folder for folder in IMAGE_FOLDERS if not (Path(data_reid) / folder).is_dir()]
 
 
-def replace_data_folder(data_dir: Path, staged: Path, force: bool, describe: Callable[[dict | None], str]) -> Path:
-    """Move a finished ``staged`` folder to ``data_dir/data_reid``; an existing one only with ``force``."""
+def check_replaceable(data_dir: str | os.PathLike, source: str, force: bool) -> None:
+    """Stop early (before any download or drawing) if ``data_dir/data_reid`` holds other data.
+
+    Data written by this same ``source`` (another year, scale or seed) is replaced freely; anything
+    else (the other source, or a folder without a marker: someone's own files) only with ``force``.
+    """
+    final = Path(data_dir) / DATA_FOLDER
+    marker = read_marker(data_dir)
+    if final.exists() and not force and (marker or {}).get("source") != source:
+        raise DownloadError(
+            f"{final} already exists and holds {describe_marker(marker)}; "
+            f"pass --force to replace it, or choose another --data-dir"
+        )
+
+
+def replace_data_folder(data_dir: Path, staged: Path) -> Path:
+    """Move a finished ``staged`` folder to ``data_dir/data_reid``, replacing an existing one."""
     final = data_dir / DATA_FOLDER
     if final.exists():
-        if not force:
-            shutil.rmtree(staged)
-            raise DownloadError(
-                f"{final} already exists and holds {describe(read_marker(data_dir))}; "
-                f"pass --force to replace it, or choose another --data-dir"
-            )
         shutil.rmtree(final)
     os.replace(staged, final)
     return final
@@ -427,6 +436,7 @@ def prepare_synergyreid(
         print(f"{final} already holds the verified data (md5 {md5}): nothing to do (--force redoes it)")
         return final
 
+    check_replaceable(data_dir, "toolkit", force)
     data_dir.mkdir(parents=True, exist_ok=True)
     data_zip = data_dir / DATA_ZIP_NAME
     if data_zip.is_file() and md5sum(data_zip) == md5:
@@ -464,11 +474,6 @@ def prepare_synergyreid(
         shutil.rmtree(staged)
         raise DownloadError(f"{data_zip} has no {', '.join(absent)} below {root or 'its top level'}")
     write_marker(staged, {"source": "toolkit", "md5": md5, "url": url, "archive": str(archive) if archive else None})
-    final = replace_data_folder(data_dir, staged, force or _is_toolkit(marker), describe_marker)
+    final = replace_data_folder(data_dir, staged)
     print(f"extracted {written:,} files to {final}")
     return final
-
-
-def _is_toolkit(marker: dict | None) -> bool:
-    # Re-extracting over an earlier toolkit extraction (e.g. the other year) needs no --force.
-    return bool(marker) and marker.get("source") == "toolkit"
