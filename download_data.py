@@ -63,7 +63,7 @@ def main(config: Configuration) -> None:
             data_reid = generate_twin(config.data_dir, config.scale, config.seed, workers=config.workers, force=config.force)
             if config.preview is not None:
                 config.preview.parent.mkdir(parents=True, exist_ok=True)
-                contact_sheet(data_reid, plan_twin(config.scale, config.seed)).save(config.preview)
+                contact_sheet(data_reid, plan_twin(config.scale, config.seed)).save(config.preview, optimize=True)
                 print(f"contact sheet of twin crops: {config.preview}")
         else:
             prepare_synergyreid(

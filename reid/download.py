@@ -104,13 +104,14 @@ def download(
             last_error = error
             if attempt <= retries:
                 kept = part.stat().st_size if part.exists() else 0
-                print(f"download interrupted ({_short(error)}); retry {attempt}/{retries} from byte {kept:,}")
+                print(f"download failed ({_short(error)}); retry {attempt}/{retries} in {backoff * attempt:g} s from byte {kept:,}")
                 time.sleep(backoff * attempt)
     host = urlparse(url).netloc or url
+    kept = part.stat().st_size if part.exists() else 0
+    resume = f" (the {kept:,} bytes already in {part} are kept and resumed)" if kept else ""
     raise DownloadError(
-        f"could not download {url} after {retries + 1} attempts: {_short(last_error)}.\n"
-        f"Is this machine offline, or is {host} unreachable? Run the same command again later (the "
-        f"{part.stat().st_size if part.exists() else 0:,} bytes already in {part} are kept and resumed), "
+        f"could not download {url} ({retries + 1} attempt{'s' if retries else ''}): {_short(last_error)}.\n"
+        f"Is this machine offline, or is {host} unreachable? Run the same command again later{resume}, "
         f"or download the file by hand and pass it with --archive PATH."
     )
 
@@ -169,8 +170,19 @@ def _total_from_content_range(value: str | None) -> int | None:
 
 
 def _short(error: Exception | None) -> str:
+    """One readable line for a requests error (urllib3 wraps the cause in two layers of text)."""
+    if isinstance(error, requests.Timeout):
+        return "no answer from the server in time (timeout)"
+    if isinstance(error, requests.ConnectionError):
+        reason = getattr(error.args[0], "reason", None) if error.args else None
+        name = type(reason).__name__ if reason is not None else ""
+        if name == "NameResolutionError":
+            return "the host name could not be resolved (no DNS: offline?)"
+        if name == "NewConnectionError" or isinstance(reason, OSError):
+            cause = str(reason).split(": ", 1)[-1]
+            return f"could not connect ({cause})"
     text = str(error) if error is not None else "unknown error"
-    return text if len(text) < 300 else text[:300] + "..."
+    return text if len(text) < 200 else text[:200] + "..."
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def test_identities_differ_within_a_team():
     plan = plan_twin("small", 0)
     for seq in plan.sequences:
         _, people = sequence_people(0, seq)
-        looks = {(p.skin, p.hair, p.hair_style, p.shoes, p.member.number, round(p.width, 3)) for p in people.values()}
+        looks = {(p.skin, p.hair, p.hair_style, p.shoes, p.number, round(p.width, 3)) for p in people.values()}
         assert len(looks) == len(people)
 
 
