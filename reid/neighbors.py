@@ -26,8 +26,8 @@ from reid.distance import as_tensor, squared_euclidean
 
 ArrayLike = np.ndarray | torch.Tensor
 
-BLOCK_ELEMENTS = 1 << 25
-"""Default distance-block budget: 32 Mi float32 entries (128 MiB) per block."""
+BLOCK_ELEMENTS = 1 << 24
+"""Default distance-block budget: 16 Mi float32 entries (64 MiB) per block."""
 
 MIN_BLOCK_ROWS = 64
 """Blocks are never thinner than this (see the module docstring: thin matmuls round differently)."""
@@ -72,6 +72,21 @@ def smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     ``torch.topk(largest=False, sorted=True)``, as the dense code: exact ties keep torch's order.
     """
     return torch.topk(values, min(k, values.shape[1]), dim=1, largest=False, sorted=True)
+
+
+def knn(rows: ArrayLike, cols: ArrayLike, k: int, block_size: int | None = None, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest ``cols`` of each of ``rows`` by squared Euclidean distance, blockwise.
+
+    rows: (r, d), cols: (c, d) float32 features. Returns ``(indices (r, k) int64, distances (r, k)
+    float32)``, ascending per row; memory O(block x c) beyond the inputs and outputs.
+    """
+    row_t, col_t = as_tensor(rows, device=device), as_tensor(cols, device=device)
+    k = min(k, col_t.shape[0])
+    indices, distances = np.empty((row_t.shape[0], k), dtype=np.int64), np.empty((row_t.shape[0], k), dtype=np.float32)
+    for keep, dist in distance_blocks(row_t, col_t, block_size):
+        values, where = smallest(dist, k)
+        indices[keep:keep + len(dist)], distances[keep:keep + len(dist)] = where.cpu().numpy(), values.cpu().numpy()
+    return indices, distances
 
 
 def stack_features(query_feats: ArrayLike, gallery_feats: ArrayLike, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

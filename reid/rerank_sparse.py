@@ -57,29 +57,23 @@ def classic_from_features(
     is the squared Euclidean one of ``reid.distance.squared_euclidean`` (what ``reid.rerank.classic``
     receives as ``dist_qg/dist_qq/dist_gg``); as in R1 it is squared again (|x - y|^4) and each row
     of that is divided by its maximum. That row maximum, a whole-row quantity, is taken exactly in
-    the neighbour pass: every (block, N) block of squared-squared distances is reduced to its row
-    max, then divided by it, then cut to its k1 + 1 smallest entries (the dense ranking, since the
-    stacked distance matrix is symmetric bit for bit). Weights of expansion members outside a
-    row's list use the same formula from a direct dot product (~1e-7 from the dense value).
+    the neighbour pass: each (block, N) block of squared-squared distances holds full rows, reduced
+    to their max and their nearest entries (the dense O rows, since the stacked distance matrix is
+    symmetric bit for bit). Exact ties of O among a row's first k1 + 2 (duplicate images) are
+    ordered as the dense code orders them: that row alone is sorted with numpy's ``argsort``.
+    Weights of expansion members outside a row's list use the same formula from a direct dot
+    product (~1e-7 from the dense value).
 
     Returns the (m, n) float32 re-ranked distance when ``topk`` is None, else ``(indices, distances)``
     (m, topk) int64 / float32: each query's topk best gallery items, ascending.
     device: where the distance blocks and the Jaccard join run ("cpu" or "cuda").
-    block_size: rows per distance block (default: what fits 128 MiB; results do not depend on it).
+    block_size: rows per distance block (default: 64 MiB blocks; results do not depend on it).
     """
     query, gallery, both = stack_features(query_feats, gallery_feats, device)
     m, total = query.shape[0], both.shape[0]
-    # 1. neighbour pass: each row's smallest squared-squared distances, and the row max. The list is
-    # kept twice as long as R1's k1 + 1 so that the weights of step 4 rarely need a new dot product.
-    width = min(2 * (k1 + 1), total)
-    nearest = np.empty((total, width), dtype=np.int64)
-    nearest_fourth = np.empty((total, width), dtype=np.float32)
-    row_max = torch.empty(total, dtype=torch.float32, device=both.device)
-    for keep, dist in distance_blocks(both, both, block_size):
-        fourth = dist.mul_(dist)  # (b, N): R1 squares the (already squared) distance matrix
-        row_max[keep:keep + len(dist)] = fourth.amax(dim=1)
-        values, where = smallest(fourth, width)
-        nearest[keep:keep + len(dist)], nearest_fourth[keep:keep + len(dist)] = where.cpu().numpy(), values.cpu().numpy()
+    # 1. neighbour pass: each row's nearest by O (kept twice as long as R1's k1 + 1 so that the
+    # weights of step 4 rarely need a new dot product), their D^2, and the row maxima
+    nearest, nearest_fourth, row_max = _classic_neighbours(both, min(2 * (k1 + 1), total), k1 + 2, block_size)
     forward = nearest[:, :k1 + 1]
 
     # 2. k-reciprocal sets (forward order) and the half-size sets of every candidate
@@ -181,6 +175,33 @@ def hard_weight_from_features(
         return F.normalize(dist_qg, p=2, dim=1).mul_(1 - lambda_value).add_(jaccard.mul_(lambda_value))
 
     return _query_blocks(query, gallery, finish, topk, block_size)
+
+
+def _classic_neighbours(features: torch.Tensor, width: int, checked: int, block_size: int | None) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """R1's ranking, blockwise: each row's ``width`` first entries by O = D^2 / (row max of D^2).
+
+    features: (N, d) on the device. Returns ``(nearest (N, width) int64, their D^2 (N, width) float32,
+    row max of D^2 (N,) float32 tensor)``. Ranked by D^2 with ``torch.topk`` (the same order as O
+    where O has no ties); a row whose first ``checked`` O values contain an exact tie is re-ranked
+    with numpy's default ``argsort`` of its O row, the dense code's order.
+    """
+    total = features.shape[0]
+    nearest = np.empty((total, width), dtype=np.int64)
+    nearest_fourth = np.empty((total, width), dtype=np.float32)
+    row_max = torch.empty(total, dtype=torch.float32, device=features.device)
+    for keep, dist in distance_blocks(features, features, block_size):
+        stop = keep + len(dist)
+        fourth = dist.mul_(dist)  # (b, N): R1 squares the (already squared) distance matrix
+        row_max[keep:stop] = fourth.amax(dim=1)
+        values, where = smallest(fourth, width)
+        ranked_o = values[:, :checked] / row_max[keep:stop, None]
+        tied = torch.nonzero((ranked_o[:, 1:] == ranked_o[:, :-1]).any(dim=1)).ravel()
+        if len(tied):
+            o_rows = (fourth[tied] / row_max[keep + tied, None]).cpu().numpy()  # (t, N)
+            order = torch.from_numpy(np.argsort(o_rows, axis=1)[:, :width]).to(features.device)
+            where[tied], values[tied] = order, torch.gather(fourth[tied], 1, order)
+        nearest[keep:stop], nearest_fourth[keep:stop] = where.cpu().numpy(), values.cpu().numpy()
+    return nearest, nearest_fourth, row_max
 
 
 def _set_weights(members: sp.csr_matrix, nearest: np.ndarray, nearest_fourth: np.ndarray, features: torch.Tensor, row_max: torch.Tensor) -> sp.csr_matrix:

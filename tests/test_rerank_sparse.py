@@ -51,6 +51,18 @@ def test_equal_to_dense_definitions(seed):
     np.testing.assert_allclose(hard, hard_weight_dense(q, g, k1=k1, k2=k2, lambda_value=lam), rtol=0, atol=TOLERANCE)
 
 
+def test_exact_duplicates_are_ranked_as_the_dense_code_ranks_them():
+    # 120 gallery images appear twice and 5 queries are copies of gallery images: exact distance
+    # ties. Classic orders tied rows with numpy's argsort as the dense code (a plain torch.topk order
+    # differs here by ~5e-3), hard-weight keeps torch.topk's order.
+    q, g, _, _ = clustered_features(60, 600, 32, num_ids=30, noise=1.5, seed=1)
+    rng = np.random.default_rng(1)
+    g = np.concatenate([g, g[rng.choice(len(g), 120, replace=False)]])[rng.permutation(len(g) + 120)]
+    q = np.concatenate([q, g[:5]])
+    np.testing.assert_allclose(classic_from_features(q, g, k1=7), classic_dense(q, g, k1=7), rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(hard_weight_from_features(q, g), hard_weight_dense(q, g), rtol=0, atol=TOLERANCE)
+
+
 def test_list_aliasing_walk_matters_and_is_reproduced():
     # a case where the walk's extension by H(first merged item) changes the result
     q, g = _case(2, 25, 3, 20, 64, 1.2)
