@@ -79,10 +79,14 @@ def run_case(size: str, config: Configuration) -> None:
     both = np.concatenate([query, gallery])
     label = f"{size}"
     report = lambda step, fn: _measure(label, step, fn)  # noqa: E731
+    compare = config.compare_dense and size != "msmt17" and config.topk is None
     report("neighbours (k=21, all N)", lambda: knn(both, both, 21, device=config.device))
+    del both
     classic = report("classic (lambda 0.3)", lambda: classic_from_features(query, gallery, lambda_value=0.3, topk=config.topk, device=config.device))
+    if not compare:
+        del classic  # each variant's peak without the previous output
     hard = report("hard-weight (lambda 0.7)", lambda: hard_weight_from_features(query, gallery, lambda_value=0.7, topk=config.topk, device=config.device))
-    if config.compare_dense and size != "msmt17" and config.topk is None:
+    if compare:
         _compare_dense(label, query, gallery, classic, hard)
 
 

@@ -20,6 +20,8 @@ numpy versions or CPUs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -35,7 +37,7 @@ from reid.neighbors import (
     smallest,
     stack_features,
 )
-from reid.sparse_rows import TorchCsr, padded_to_csr, sequential_row_means, sets_to_csr, sum_of_minima
+from reid.sparse_rows import TorchCsr, sequential_row_means, sets_to_csr, sum_of_minima
 
 RerankOutput = np.ndarray | tuple[np.ndarray, np.ndarray]
 
@@ -53,6 +55,34 @@ def classic_from_features(
 ) -> RerankOutput:
     """Classic k-reciprocal re-ranking (reference R1) from features, without an N x N matrix.
 
+    query_feats: (m, d), gallery_feats: (n, d) L2-normalised float32 (numpy or torch).
+    Returns the (m, n) float32 re-ranked distance when ``topk`` is None, else ``(indices, distances)``
+    (m, topk) int64 / float32: each query's topk best gallery items, ascending.
+    device: where the distance blocks and the Jaccard join run ("cpu" or "cuda").
+    block_size: rows per distance block (default: 64 MiB blocks; results do not depend on it).
+    How each dense quantity is obtained: ``classic_blocks``.
+    """
+    _check_arguments(k1, k2, topk, gallery_feats)
+    blocks = classic_blocks(query_feats, gallery_feats, k1, k2, lambda_value, device, block_size=block_size)
+    return collect_blocks(blocks, len(query_feats), len(gallery_feats), topk)
+
+
+def classic_blocks(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    device: str | torch.device = "cpu",
+    *,
+    block_size: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Classic re-ranking (R1) as a stream of query blocks: ``(start, (b, n) float32 tensor)``.
+
+    Does the neighbour pass and the sparse steps now, then yields consecutive row blocks of the
+    (m, n) re-ranked matrix on ``device`` (so a caller can score or cut each block without ever
+    holding m x n).
+
     query_feats: (m, d), gallery_feats: (n, d) L2-normalised float32 (numpy or torch). The distance
     is the squared Euclidean one of ``reid.distance.squared_euclidean`` (what ``reid.rerank.classic``
     receives as ``dist_qg/dist_qq/dist_gg``); as in R1 it is squared again (|x - y|^4) and each row
@@ -63,11 +93,6 @@ def classic_from_features(
     ordered as the dense code orders them: that row alone is sorted with numpy's ``argsort``.
     Weights of expansion members outside a row's list use the same formula from a direct dot
     product (~1e-7 from the dense value).
-
-    Returns the (m, n) float32 re-ranked distance when ``topk`` is None, else ``(indices, distances)``
-    (m, topk) int64 / float32: each query's topk best gallery items, ascending.
-    device: where the distance blocks and the Jaccard join run ("cpu" or "cuda").
-    block_size: rows per distance block (default: 64 MiB blocks; results do not depend on it).
     """
     query, gallery, both = stack_features(query_feats, gallery_feats, device)
     m, total = query.shape[0], both.shape[0]
@@ -106,7 +131,7 @@ def classic_from_features(
         original = dist_qg.mul_(dist_qg).div_(row_max[start:stop, None])  # O = D^2 / row max
         return jaccard.mul_(lambda_value).add_(original.mul_(1 - lambda_value))
 
-    return _query_blocks(query, gallery, finish, topk, block_size)
+    return _final_blocks(query, gallery, finish, block_size)
 
 
 def hard_weight_from_features(
@@ -123,6 +148,27 @@ def hard_weight_from_features(
 ) -> RerankOutput:
     """The paper's hard-weight re-ranking (reference R2) from features, without an N x N matrix.
 
+    Inputs, outputs, device and block_size as ``classic_from_features``; how each step and dense
+    quantity is obtained: ``hard_weight_blocks``.
+    """
+    _check_arguments(k1, k2, topk, gallery_feats)
+    blocks = hard_weight_blocks(query_feats, gallery_feats, k1, k2, lambda_value, expansion_threshold, device, block_size=block_size)
+    return collect_blocks(blocks, len(query_feats), len(gallery_feats), topk)
+
+
+def hard_weight_blocks(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.7,
+    expansion_threshold: float = 2 / 3,
+    device: str | torch.device = "cpu",
+    *,
+    block_size: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Hard-weight re-ranking (R2) as a stream of query blocks: ``(start, (b, n) float32 tensor)``.
+
     query_feats: (m, d), gallery_feats: (n, d) L2-normalised float32; distance = squared Euclidean
     (``reid.distance.squared_euclidean``), not squared again, not normalised. Reproduces every
     quirk of R2: k1 (not k1 + 1) neighbours, floor(k1 / 2) half sets, the non-strict threshold, the
@@ -132,9 +178,8 @@ def hard_weight_from_features(
     dependency level, same order of dependence as the loop).
     The whole-row quantity, the L2 norm of each row of the raw query x gallery distance (the ``Nrm``
     term), is exact: each block holds full rows of that matrix and is normalised with
-    ``F.normalize`` as the dense code does.
-
-    Returns what ``classic_from_features`` returns; device and block_size as there.
+    ``F.normalize`` as the dense code does. Sets are built now; the blocks are yielded as in
+    ``classic_blocks``.
     """
     query, gallery, both = stack_features(query_feats, gallery_feats, device)
     m, n = query.shape[0], gallery.shape[0]
@@ -174,7 +219,7 @@ def hard_weight_from_features(
         jaccard = shared.div_(union).neg_().add_(1)  # 1 - min / max
         return F.normalize(dist_qg, p=2, dim=1).mul_(1 - lambda_value).add_(jaccard.mul_(lambda_value))
 
-    return _query_blocks(query, gallery, finish, topk, block_size)
+    return _final_blocks(query, gallery, finish, block_size)
 
 
 def _classic_neighbours(features: torch.Tensor, width: int, checked: int, block_size: int | None) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
@@ -285,26 +330,35 @@ def _expand_gallery(sets: np.ndarray, half: np.ndarray, half_sizes: np.ndarray, 
     return sets_to_csr(member_owners, members, (sets.shape[0], sets.shape[0]))
 
 
-def _query_blocks(query: torch.Tensor, gallery: torch.Tensor, finish, topk: int | None, block_size: int | None) -> RerankOutput:
-    """Run ``finish(start, stop, dist_qg_block) -> (b, n) re-ranked block`` over query blocks.
+def collect_blocks(blocks: Iterable[tuple[int, torch.Tensor]], num_query: int, num_gallery: int, topk: int | None = None) -> RerankOutput:
+    """Gather ``(start, (b, n) block)`` rows into the (m, n) float32 matrix, or keep each row's ``topk``.
 
-    Returns the (m, n) float32 matrix, or ``(indices, distances)`` of the ``topk`` smallest per row.
+    Returns the matrix when topk is None, else ``(indices (m, topk) int64, distances (m, topk)
+    float32)`` ascending per row (``torch.topk``: exact ties keep torch's order).
     """
-    m, n = query.shape[0], gallery.shape[0]
     if topk is None:
-        out = np.empty((m, n), dtype=np.float32)
+        out = np.empty((num_query, num_gallery), dtype=np.float32)
     else:
-        if not 1 <= topk <= n:
-            raise ValueError(f"topk must be in [1, {n}] (the gallery size), got {topk}")
-        indices, values = np.empty((m, topk), dtype=np.int64), np.empty((m, topk), dtype=np.float32)
-    block = block_rows_for(n, block_size)
-    for keep, dist_qg in distance_blocks(query, gallery, block):
-        stop = keep + len(dist_qg)
-        final = finish(keep, stop, dist_qg)
+        indices, values = np.empty((num_query, topk), dtype=np.int64), np.empty((num_query, topk), dtype=np.float32)
+    for start, block in blocks:
+        stop = start + len(block)
         if topk is None:
-            out[keep:stop] = final.cpu().numpy()
+            out[start:stop] = block.cpu().numpy()
         else:
-            best, where = smallest(final, topk)
-            values[keep:stop], indices[keep:stop] = best.cpu().numpy(), where.cpu().numpy()
+            best, where = smallest(block, topk)
+            values[start:stop], indices[start:stop] = best.cpu().numpy(), where.cpu().numpy()
     return out if topk is None else (indices, values)
 
+
+def _final_blocks(query: torch.Tensor, gallery: torch.Tensor, finish: Callable[[int, int, torch.Tensor], torch.Tensor],
+                  block_size: int | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(start, finish(start, stop, raw query x gallery distance block))`` over query blocks."""
+    for start, dist_qg in distance_blocks(query, gallery, block_rows_for(gallery.shape[0], block_size)):
+        yield start, finish(start, start + len(dist_qg), dist_qg)
+
+
+def _check_arguments(k1: int, k2: int, topk: int | None, gallery_feats: ArrayLike) -> None:
+    if k1 < 2 or not 1 <= k2 <= k1:
+        raise ValueError(f"need k1 >= 2 and 1 <= k2 <= k1, got k1={k1}, k2={k2}")
+    if topk is not None and not 1 <= topk <= len(gallery_feats):
+        raise ValueError(f"topk must be in [1, {len(gallery_feats)}] (the gallery size), got {topk}")

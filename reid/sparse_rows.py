@@ -28,12 +28,6 @@ def sets_to_csr(owners: np.ndarray, members: np.ndarray, shape: tuple[int, int])
     return out
 
 
-def padded_to_csr(lists: np.ndarray, num_cols: int) -> sp.csr_matrix:
-    """(r, k) index lists padded with negatives -> binary (r, num_cols) float32 rows."""
-    owners = np.repeat(np.arange(lists.shape[0]), lists.shape[1])
-    return sets_to_csr(owners, lists.ravel(), (lists.shape[0], num_cols))
-
-
 def dependency_levels(neighbours: np.ndarray) -> np.ndarray:
     """Level of each row in the in-place recurrence of ``sequential_row_means``.
 

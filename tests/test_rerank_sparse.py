@@ -134,6 +134,8 @@ def test_torch_inputs_and_bad_shapes():
         hard_weight_from_features(q, g[:, :8])
     with pytest.raises(ValueError, match="topk"):
         classic_from_features(q, g, topk=len(g) + 1)
+    with pytest.raises(ValueError, match="k2"):
+        hard_weight_from_features(q, g, k1=5, k2=6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
