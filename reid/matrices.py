@@ -11,6 +11,7 @@ reader's ``usecols=range(1, 910)`` silently dropped the last gallery column; tha
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import os
@@ -126,14 +127,15 @@ class DistanceMatrix:
             raise ValueError(f"{self.name}: query id {unique[np.argmax(counts > 1)]} appears more than once; cannot write {path}")
         matrix = self.sorted_by_query()
         header = ",".join(["0", *map(str, matrix.gallery_ids.tolist())]) + "\n"
-        data = header.encode() + format_rows(matrix.query_ids, matrix.values)
-        if path.suffix == ".gz":
-            data = gzip.compress(data, compresslevel=6, mtime=0)
+        rows_per_block = max(1, (1 << 20) // max(matrix.shape[1], 1))  # formatted in blocks: memory O(block)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
+            with os.fdopen(handle, "wb") as raw, _maybe_gzip(raw, path) as file:
+                file.write(header.encode())
+                for start in range(0, matrix.shape[0], rows_per_block):
+                    block = slice(start, start + rows_per_block)
+                    file.write(format_rows(matrix.query_ids[block], matrix.values[block]))
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -173,8 +175,10 @@ def _fixed_width_fields(values: np.ndarray) -> np.ndarray:
     units = np.rint(scaled)
     # x * 1e5 carries a rounding error below 1e-6 here; where it lies that close to a half, the
     # product may have crossed the rounding boundary, so those few cells are rounded exactly.
-    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6
-    for index in zip(*np.nonzero(near_half)):
+    distance_to_half = scaled - np.floor(scaled)
+    distance_to_half -= 0.5
+    np.abs(distance_to_half, out=distance_to_half)
+    for index in zip(*np.nonzero(distance_to_half < 1e-6)):
         units[index] = float(("%.5f" % values[index]).replace(".", ""))
     units = np.abs(units).astype(np.int32)  # < 1e9 in the fast range
     integer, fraction = np.divmod(units, 100_000)
@@ -213,6 +217,16 @@ def _as_ids(ids, what: str, name: str) -> np.ndarray:
             raise ValueError(f"{name}: {what} must be integers (the submission format writes them with %i)")
         array = as_int
     return array.astype(np.int64, copy=False)
+
+
+@contextlib.contextmanager
+def _maybe_gzip(raw, path: Path):
+    """The open file itself, or a gzip stream into it when ``path`` ends in ``.gz`` (reproducible: mtime 0)."""
+    if path.suffix != ".gz":
+        yield raw
+        return
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as compressed:
+        yield compressed
 
 
 def _open(path: Path):
