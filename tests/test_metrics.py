@@ -168,3 +168,19 @@ def test_torch_input_gives_the_same_numbers(device, reference_dir):
         got = cmc(tensor, q_ids, g_ids, config=name, rng=np.random.RandomState(0))
         assert isinstance(got, np.ndarray)
         np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_torch_agrees_with_cameras_and_missing_matches(device):
+    rng = np.random.default_rng(6)
+    m, n = 31, 240
+    g_ids = rng.integers(0, 25, n)
+    q_ids = np.concatenate([rng.choice(g_ids, m - 3), [500, 501, 502]])
+    q_cams, g_cams = rng.integers(0, 3, m), rng.integers(0, 3, n)
+    dist = rng.random((m, n)).astype(np.float32)  # no ties: both sorts give the same order
+    expected = evaluate(dist, q_ids, g_ids, q_cams, g_cams, rng=np.random.RandomState(1))
+    got = evaluate(torch.from_numpy(dist).to(device), torch.from_numpy(q_ids), g_ids, torch.from_numpy(q_cams), g_cams,
+                   rng=np.random.RandomState(1))
+    assert got.mAP == pytest.approx(expected.mAP, abs=1e-12) and got.mINP == pytest.approx(expected.mINP, abs=1e-12)
+    for name in metrics.CMC_CONFIGS:
+        np.testing.assert_allclose(got.cmc[name], expected.cmc[name], atol=1e-12, err_msg=name)
