@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -97,16 +98,15 @@ class DistanceMatrix:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
                 table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, comments=None)
-        except ValueError:
-            _raise_first_problem(path, len(header))
-            raise  # the scan found nothing more precise: keep numpy's message
+        except ValueError as error:
+            _raise_first_problem(path, len(header), fallback=str(error))
         if table.shape[0] == 0:
             raise MatrixFileError(f"{path}: no query rows after the header line")
         if table.shape[1] != len(header):
-            _raise_first_problem(path, len(header))
+            _raise_first_problem(path, len(header), fallback=f"rows have {table.shape[1]} fields, the header {len(header)}")
         query_column = table[:, 0]
         if not np.all(np.isfinite(query_column) & (query_column == np.round(query_column))):
-            _raise_first_problem(path, len(header))
+            _raise_first_problem(path, len(header), fallback="a query id is not an integer")
         query_ids = query_column.astype(np.int64)
         unique, counts = np.unique(query_ids, return_counts=True)
         if np.any(counts > 1):
@@ -269,8 +269,9 @@ def _parse_id_fields(fields: list[bytes], path: Path, line: int) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
-def _raise_first_problem(path: Path, num_fields: int) -> None:
-    """Scan the data lines and raise ``MatrixFileError`` for the first one that breaks the format."""
+def _raise_first_problem(path: Path, num_fields: int, fallback: str) -> NoReturn:
+    """Scan the data lines and raise ``MatrixFileError`` for the first one that breaks the format
+    (with ``fallback`` as the message if no single line is to blame)."""
     for number, line in _data_lines(path):
         fields = line.split(b",")
         if len(fields) != num_fields:
@@ -285,3 +286,4 @@ def _raise_first_problem(path: Path, num_fields: int) -> None:
                 float(text)
             except ValueError:
                 raise MatrixFileError(f"{path}: line {number}, column {column}: expected a number, found {text.decode(errors='replace')!r}") from None
+    raise MatrixFileError(f"{path}: {fallback}")
