@@ -77,8 +77,10 @@ class TopkScores:
     in its list (``complete_queries == evaluated_queries``); for a query with missing matches, AP
     counts them as never retrieved (a lower bound), INP and allshots use the matches in the list
     (INP 0 when none is there).
-    The market1501 CMC is exact up to rank K whatever the lists hold. cuhk03 needs the whole
-    ranking (its random draws depend on it): use ``evaluate_features`` / ``evaluate_blocks``.
+    The market1501 CMC is exact up to rank ``cmc_exact_ranks``: K, less the excluded items
+    (query's identity and camera) in the list of a query whose first valid match is not in it.
+    cuhk03 needs the whole ranking (its random draws depend on it): use ``evaluate_features`` /
+    ``evaluate_blocks``.
     """
 
     mAP: float
@@ -86,6 +88,7 @@ class TopkScores:
     cmc: dict[str, np.ndarray]
     evaluated_queries: int
     complete_queries: int
+    cmc_exact_ranks: int
 
     @property
     def exact(self) -> bool:
@@ -112,6 +115,8 @@ def evaluate_topk(indices: ArrayLike, distances: ArrayLike, query_ids, gallery_i
     num_matches = _valid_match_counts(query_codes, query_cams, gallery_codes, gallery_cams)
     evaluated = num_matches > 0
     found = (ranked.matches & ranked.valid).sum(1)
+    open_ended = evaluated & (found == 0)  # first valid match beyond the list: ranks past its valid items unknown
+    exact_ranks = int(min(length, ranked.valid[open_ended].sum(1).min(initial=length)))
     aps = average_precision(ranked, num_matches)
     inps = inverse_negative_penalty(ranked)
     curves = {}
@@ -127,6 +132,7 @@ def evaluate_topk(indices: ArrayLike, distances: ArrayLike, query_ids, gallery_i
         cmc=curves,
         evaluated_queries=int(evaluated.sum()),
         complete_queries=int((evaluated & (found == num_matches)).sum()),
+        cmc_exact_ranks=min(exact_ranks, depth),
     )
 
 
