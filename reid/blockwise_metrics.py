@@ -37,8 +37,11 @@ def evaluate_blocks(blocks: Iterable[tuple[int, Array]], query_ids, gallery_ids,
                     topk: int = 100, rng: np.random.RandomState | None = None) -> Scores:
     """Scores of a distance matrix given as consecutive row blocks ``(start, (b, n) rows)``.
 
-    blocks: in query order from row 0, numpy or torch (the ranking then runs on that device); any
-    distance, smaller = closer. ids / cams / topk / rng as ``reid.metrics.evaluate``.
+    blocks: in query order from row 0, numpy or torch (CPU or CUDA); any distance, smaller = closer.
+    ids / cams / topk / rng as ``reid.metrics.evaluate``. Each block is ranked on the CPU with numpy's
+    default ``argsort``, the published order of exactly tied distances (float32 rows of ~10^4 values
+    hold a few ties each; cuhk03's draws depend on their order), so the numbers equal
+    ``reid.metrics.evaluate`` on the numpy matrix.
     """
     query_ids = np.asarray(_numpy(query_ids)).ravel()
     query_cams = None if query_cams is None else np.asarray(_numpy(query_cams)).ravel()
@@ -50,7 +53,7 @@ def evaluate_blocks(blocks: Iterable[tuple[int, Array]], query_ids, gallery_ids,
                 raise ValueError(f"row blocks must be consecutive from row 0: expected a block at row {expected}, got {start}")
             stop = expected = start + len(block)
             cams = None if query_cams is None else query_cams[start:stop]
-            yield from ranked_blocks(block, query_ids[start:stop], gallery_ids, cams, gallery_cams)
+            yield from ranked_blocks(_numpy(block), query_ids[start:stop], gallery_ids, cams, gallery_cams)
         if expected != len(query_ids):
             raise ValueError(f"row blocks cover {expected} rows but there are {len(query_ids)} query ids")
 

@@ -14,8 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-TRIPLES_PER_CHUNK = 1 << 23
-"""Budget of (query, column, gallery) matches per chunk of ``sum_of_minima`` (~40 bytes each)."""
+TRIPLES_PER_CHUNK = 1 << 22
+"""Budget of (query, column, gallery) matches per chunk of ``sum_of_minima`` (~30 bytes each)."""
 
 
 def sets_to_csr(owners: np.ndarray, members: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -90,7 +90,8 @@ def sequential_row_means(rows: sp.csr_matrix, neighbours: np.ndarray, extra: sp.
 
 @dataclass
 class TorchCsr:
-    """A csr matrix as three torch tensors on a device (rows: indptr; columns: indices; values)."""
+    """A csr matrix as three torch tensors on a device: indptr (r + 1,) int64, indices (nnz,) int32
+    (int64 past 2^31 columns), values (nnz,) float32."""
 
     indptr: torch.Tensor
     indices: torch.Tensor
@@ -102,7 +103,8 @@ class TorchCsr:
         m = sp.csr_matrix(matrix)
         m.sort_indices()
         as_t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dt)  # noqa: E731
-        return cls(as_t(m.indptr, torch.int64), as_t(m.indices, torch.int64), as_t(m.data, torch.float32), m.shape)
+        index_type = torch.int32 if m.shape[1] < 2**31 else torch.int64
+        return cls(as_t(m.indptr, torch.int64), as_t(m.indices, index_type), as_t(m.data, torch.float32), m.shape)
 
     def row_sums(self) -> torch.Tensor:
         """(r,) float32 sum of each row."""
@@ -129,13 +131,21 @@ def sum_of_minima(left: TorchCsr, start: int, stop: int, right_by_column: TorchC
     total = int(work[-1]) if len(work) else 0
     marks = torch.arange(1, total // TRIPLES_PER_CHUNK + 1, device=device) * TRIPLES_PER_CHUNK
     edges = [0, *torch.searchsorted(work, marks).tolist(), len(columns)]
+    # per left entry: where its column's run starts in the right arrays, relative to its first triple
+    first_triple = work - column_sizes[columns]
+    small = max((stop - start) * num_right, len(right_by_column.values), total) < 2**31
+    index_type = torch.int32 if small else torch.int64  # half the memory traffic when it fits
+    shift = (right_by_column.indptr[columns] - first_triple).to(index_type)
+    row_base = (owners * num_right).to(index_type)
+    right_rows = right_by_column.indices.to(index_type)
     for a, b in zip(edges[:-1], edges[1:]):
         if b <= a:
             continue
         sizes = column_sizes[columns[a:b]]
-        entry = torch.repeat_interleave(torch.arange(a, b, device=device), sizes)  # left entry of each triple
-        offset = torch.arange(len(entry), device=device) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
-        where = right_by_column.indptr[columns[entry]] + offset
-        minima = torch.minimum(left.values[lo_nnz + entry], right_by_column.values[where])
-        out.view(-1).index_add_(0, owners[entry] * num_right + right_by_column.indices[where], minima)
+        count = int(work[b - 1] - first_triple[a])
+        where = torch.arange(int(first_triple[a]), int(first_triple[a]) + count, device=device, dtype=index_type)
+        where += torch.repeat_interleave(shift[a:b], sizes, output_size=count)  # right entry of each triple
+        minima = torch.minimum(torch.repeat_interleave(left.values[lo_nnz + a:lo_nnz + b], sizes, output_size=count), right_by_column.values[where])
+        target = torch.repeat_interleave(row_base[a:b], sizes, output_size=count) + right_rows[where]
+        out.view(-1).index_add_(0, target, minima)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from reid.blockwise_metrics import evaluate_blocks, evaluate_features, evaluate_topk
 from reid.distance import squared_euclidean
@@ -48,6 +49,15 @@ def test_reranked_blocks_equal_the_full_matrix():
     q, g, q_ids, g_ids, q_cams, g_cams = _case(2)
     expected = evaluate(classic_from_features(q, g), q_ids, g_ids, q_cams, g_cams, rng=np.random.RandomState(0))
     got = evaluate_blocks(classic_blocks(q, g, block_size=16), q_ids, g_ids, q_cams, g_cams, rng=np.random.RandomState(0))
+    _assert_same_scores(got, expected)
+
+
+def test_tied_distances_in_torch_blocks_rank_as_numpy_does():
+    q, g, q_ids, g_ids, q_cams, g_cams = _case(5)
+    dist = np.round(squared_euclidean(q, g), 2)  # many exact ties: cuhk03's draws depend on their order
+    expected = evaluate(dist, q_ids, g_ids, q_cams, g_cams, rng=np.random.RandomState(1))
+    blocks = ((start, torch.from_numpy(dist[start:start + 16])) for start in range(0, len(q), 16))
+    got = evaluate_blocks(blocks, q_ids, g_ids, q_cams, g_cams, rng=np.random.RandomState(1))
     _assert_same_scores(got, expected)
 
 
