@@ -11,8 +11,11 @@ the same query order from the same RNG).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from queue import Full, Queue
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +34,7 @@ from reid.distance import as_tensor
 from reid.neighbors import ArrayLike, distance_blocks
 
 Array = np.ndarray | torch.Tensor
+T = TypeVar("T")
 
 
 def evaluate_blocks(blocks: Iterable[tuple[int, Array]], query_ids, gallery_ids, query_cams=None, gallery_cams=None,
@@ -57,7 +61,7 @@ def evaluate_blocks(blocks: Iterable[tuple[int, Array]], query_ids, gallery_ids,
         if expected != len(query_ids):
             raise ValueError(f"row blocks cover {expected} rows but there are {len(query_ids)} query ids")
 
-    return evaluate_ranked(ranked(), topk, rng)
+    return evaluate_ranked(_prefetched(ranked()), topk, rng)
 
 
 def evaluate_features(query_feats: ArrayLike, gallery_feats: ArrayLike, query_ids, gallery_ids, query_cams=None,
@@ -147,6 +151,45 @@ def _valid_match_counts(query_codes: np.ndarray, query_cams: np.ndarray, gallery
     per_identity = np.bincount(gallery_codes, minlength=int(query_codes.max(initial=0)) + 1)
     per_pair = np.bincount(gallery_keys, minlength=int(query_keys.max(initial=0)) + 1)
     return np.where(query_codes >= 0, per_identity[np.maximum(query_codes, 0)] - per_pair[query_keys], 0)
+
+
+def _prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``items`` in order while a worker thread already computes the next ``depth`` of them.
+
+    Here the worker computes distance blocks and sorts them (numpy and torch release the GIL) while
+    the caller scores the previous block, so the two cores work at once; every random draw stays in
+    the caller, in query order.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((True, item), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((False, None))
+        except BaseException as error:  # handed to the caller
+            queue.put((False, error))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _numpy(array) -> np.ndarray:

@@ -12,10 +12,11 @@ k1 (+1) neighbours, a few whole-row quantities and sparse set weights. Here:
    combined with that block's raw distances and written out (full matrix) or cut to its ``topk``.
 
 Results equal the dense functions within the reference tolerance (1e-5; summation order differs,
-~1e-7). Neighbour lists are those of the dense code on the CPU (see ``reid.neighbors``); where two
-candidates are exactly tied at a list boundary (duplicate images), which one is kept follows
-``torch.topk``, which may differ from the dense classic code's ``np.argsort`` — as it may between
-numpy versions or CPUs.
+~1e-7): the distance rows are bit-identical to the dense code's on the CPU (see ``reid.neighbors``),
+so are the neighbour lists. Exact ties (duplicate images): classic re-sorts an affected row with
+numpy's default ``argsort``, the order of the dense and published code; hard-weight takes
+``torch.topk`` of the same rows as the dense code, hence the same order. On CUDA, distances may
+differ from the CPU's by ~1e-7, so a near-tie at a list boundary can fall the other way there.
 """
 
 from __future__ import annotations
