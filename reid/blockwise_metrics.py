@@ -3,8 +3,8 @@
 ``reid.metrics`` ranks a query block at a time; this module feeds it rows that are never held all
 at once: raw distances computed from features block by block (``evaluate_features``), re-ranked
 blocks as ``reid.rerank.classic_blocks`` / ``hard_weight_blocks`` produce them (``evaluate_blocks``),
-or each query's top-K list (``evaluate_topk``). Memory beyond the inputs: one (block, num_gallery)
-block. The per-query maths is ``reid.metrics``'s (AP, INP, CMC hits), so the numbers are the same as
+or each query's top-K list (``evaluate_topk``). Memory beyond the inputs: a few (block,
+num_gallery) blocks (the next ones are computed and sorted in a worker thread meanwhile). The per-query maths is ``reid.metrics``'s (AP, INP, CMC hits), so the numbers are the same as
 ``reid.metrics.evaluate`` on the full matrix (exactly, for the same rows; the cuhk03 draws come in
 the same query order from the same RNG).
 """
@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from reid.distance import as_tensor
 from reid.metrics import (
     RankedGallery,
     Scores,
@@ -30,7 +31,6 @@ from reid.metrics import (
     inverse_negative_penalty,
     ranked_blocks,
 )
-from reid.distance import as_tensor
 from reid.neighbors import ArrayLike, distance_blocks
 
 Array = np.ndarray | torch.Tensor
