@@ -94,7 +94,9 @@ def run_case(size: str, config: Configuration) -> None:
         classic_scores = step("metrics classic (matrix)", lambda: evaluate(classic, query_ids, gallery_ids, rng=np.random.RandomState(0)))
     else:
         classic_scores = step("metrics classic (top-K)", lambda: evaluate_topk(*classic, query_ids, gallery_ids))
-    print(f"{size:<10} mAP raw {raw_scores.mAP:.4f}, classic {classic_scores.mAP:.4f}")
+    lists = "" if config.topk is None else (f" (top-{config.topk} lists: {classic_scores.complete_queries} of "
+                                             f"{classic_scores.evaluated_queries} queries hold all their matches)")
+    print(f"{size:<10} mAP raw {raw_scores.mAP:.4f}, classic {classic_scores.mAP:.4f}{lists}")
     if not compare:
         del classic  # each variant's peak without the previous output
     hard = step("hard-weight (lambda 0.7)", lambda: hard_weight_from_features(query, gallery, lambda_value=0.7, topk=config.topk, device=config.device))

@@ -211,7 +211,9 @@ def hard_weight_blocks(
     # 5. per query block: Jaccard (min / max sums) and the row-normalised raw distance
     left = TorchCsr.from_scipy(query_rows, both.device)
     right_by_column = TorchCsr.from_scipy(gallery_rows.T.tocsr(), both.device)
-    left_sums, right_sums = left.row_sums(), TorchCsr.from_scipy(gallery_rows, both.device).row_sums()
+    left_sums, right_sums = (torch.from_numpy(np.asarray(rows.sum(axis=1), dtype=np.float32).ravel()).to(both.device)
+                             for rows in (query_rows, gallery_rows))
+    del query_rows, gallery_rows
 
     def finish(start: int, stop: int, dist_qg: torch.Tensor) -> torch.Tensor:
         # in-place arithmetic (the blocks are large); sum max = sum q + sum g - sum min

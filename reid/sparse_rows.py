@@ -73,18 +73,19 @@ def sequential_row_means(rows: sp.csr_matrix, neighbours: np.ndarray, extra: sp.
     # links to updated rows, with columns renumbered to batch order
     updated_links = sp.csr_matrix((np.ones(int(earlier.sum()), np.float32), (owners[earlier], position[targets[earlier]])), shape=(r, r))
 
+    spans = list(zip(bounds[:-1], bounds[1:]))
     batches: list[sp.csr_matrix] = []
-    done = sp.csr_matrix((0, rows.shape[1]), dtype=np.float32)
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in spans:
         members = order[lo:hi]
         batch = fixed[members]
-        if lo > 0:
-            batch = batch + updated_links[members][:, :lo] @ done
+        links = updated_links[members]
+        for (a, b), earlier_batch in zip(spans, batches):  # earlier levels, one product each (no re-stacking)
+            part = links[:, a:b]
+            if part.nnz:
+                batch = batch + part @ earlier_batch
         batch = sp.csr_matrix(batch, dtype=np.float32)
         batch.data /= np.float32(k)
         batches.append(batch)
-        if hi < r:
-            done = sp.vstack(batches, format="csr")
     return sp.vstack(batches, format="csr")[position]
 
 
@@ -105,11 +106,6 @@ class TorchCsr:
         as_t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dt)  # noqa: E731
         index_type = torch.int32 if m.shape[1] < 2**31 else torch.int64
         return cls(as_t(m.indptr, torch.int64), as_t(m.indices, index_type), as_t(m.data, torch.float32), m.shape)
-
-    def row_sums(self) -> torch.Tensor:
-        """(r,) float32 sum of each row."""
-        rows = torch.repeat_interleave(torch.arange(self.shape[0], device=self.values.device), self.indptr.diff())
-        return torch.zeros(self.shape[0], device=self.values.device).index_add_(0, rows, self.values)
 
 
 def sum_of_minima(left: TorchCsr, start: int, stop: int, right_by_column: TorchCsr) -> torch.Tensor:
