@@ -85,7 +85,7 @@ def run_case(size: str, config: Configuration) -> None:
     both = np.concatenate([query, gallery])
     compare = config.compare_dense and size != "msmt17" and config.topk is None
     step = lambda name, fn: _measure(size, name, fn)  # noqa: E731
-    step("neighbours (k=21, all N)", lambda: knn(both, both, 21, device=config.device))
+    step("neighbours (k=21, all N)", lambda: knn(both, 21, device=config.device))
     del both
     raw_scores = step("metrics raw (from features)", lambda: evaluate_features(
         query, gallery, query_ids, gallery_ids, rng=np.random.RandomState(0), device=config.device))

@@ -1,22 +1,27 @@
 """Blockwise nearest-neighbour search and reciprocal-neighbour masks, never holding an N x N matrix.
 
 The re-rankings in ``reid.rerank`` only look at each image's few nearest neighbours, plus a few
-whole-row quantities (a row maximum, a row L2 norm). This module computes both by walking the rows
-of a feature set in blocks: one ``(block, num_cols)`` float32 distance block at a time, computed with
-``reid.distance.squared_euclidean`` (torch matmul, CPU or CUDA), reduced to ``topk`` indices and
-row statistics, then dropped.
+whole-row quantities (a row maximum, a row L2 norm). This module computes both by walking the
+distance matrix in blocks computed with ``reid.distance.squared_euclidean`` (torch matmul, CPU or
+CUDA), each reduced to ``topk`` lists and row statistics, then dropped: row blocks against all
+columns (``distance_blocks``), or, for the N x N matrix of one set against itself, only the blocks on
+and above the diagonal, the others being their transposes (``symmetric_distance_blocks``: half the
+matmul), with per-row lists merged block by block (``RunningSmallest``).
 
 Bit-exactness with the dense path: BLAS (MKL/OpenBLAS on the CPU) computes each entry of a matmul
-with the same arithmetic whatever the number of rows in the call, *except* for very thin calls
-(fewer than ~16 rows take a matrix-vector path with another summation order). ``row_blocks`` therefore
-never yields a thin block: the last block is shifted back to overlap the previous one. With that, the
-distance rows here are bit-identical to the rows of the dense matrices on the CPU (checked in the
-tests), so neighbour lists, including the order that ``torch.topk`` gives exact ties, equal those of
-the dense code. On CUDA, cuBLAS may pick shape-dependent kernels: distances then agree to ~1e-7.
+with the same arithmetic whatever the shape of the call, *except* for very thin calls (fewer than
+~16 rows take a matrix-vector path with another summation order). Blocks are therefore never thin
+(``row_blocks`` shifts the last block back, ``square_blocks`` lets it take the remainder,
+``full_rows`` pads). With that, distances here are bit-identical to the dense matrices on the CPU
+(checked in the tests) and so are the neighbour lists: rows whose lists hold an exact tie
+(duplicate images) are redone on their full row, where ``torch.topk`` (or numpy's ``argsort``)
+orders them as the dense code does. On CUDA, cuBLAS may pick shape-dependent kernels: distances
+then agree to ~1e-7.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -74,19 +79,103 @@ def smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.topk(values, min(k, values.shape[1]), dim=1, largest=False, sorted=True)
 
 
-def knn(rows: ArrayLike, cols: ArrayLike, k: int, block_size: int | None = None, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest ``cols`` of each of ``rows`` by squared Euclidean distance, blockwise.
+def square_blocks(num: int, block: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` blocks covering ``range(num)``: ``block`` long, the last one
+    taking the remainder so that none is thinner than ``MIN_BLOCK_ROWS`` (unless ``num`` is)."""
+    starts = list(range(0, num, block))
+    if len(starts) > 1 and num - starts[-1] < MIN_BLOCK_ROWS:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [num]))
 
-    rows: (r, d), cols: (c, d) float32 features. Returns ``(indices (r, k) int64, distances (r, k)
-    float32)``, ascending per row; memory O(block x c) beyond the inputs and outputs.
+
+def symmetric_distance_blocks(features: torch.Tensor, block_size: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The whole (N, N) squared Euclidean distance of ``features`` (N, d), block by block, computing half.
+
+    Yields ``(row_start, col_start, block)`` covering the matrix once (blocks are the caller's to
+    modify); each block on or above the diagonal is computed, the one below is its transpose (D is symmetric bit for bit on the CPU:
+    the norms are added in either order and the matmul sums each product in the same order).
+    block_size: side of the square blocks (default: ``BLOCK_ELEMENTS`` entries).
     """
-    row_t, col_t = as_tensor(rows, device=device), as_tensor(cols, device=device)
-    k = min(k, col_t.shape[0])
-    indices, distances = np.empty((row_t.shape[0], k), dtype=np.int64), np.empty((row_t.shape[0], k), dtype=np.float32)
-    for keep, dist in distance_blocks(row_t, col_t, block_size):
-        values, where = smallest(dist, k)
-        indices[keep:keep + len(dist)], distances[keep:keep + len(dist)] = where.cpu().numpy(), values.cpu().numpy()
-    return indices, distances
+    side = block_size or max(MIN_BLOCK_ROWS, math.isqrt(BLOCK_ELEMENTS))
+    blocks = square_blocks(features.shape[0], side)
+    norms = features.pow(2).sum(dim=1)  # (N,)
+    for i, (r0, r1) in enumerate(blocks):
+        for c0, c1 in blocks[i:]:
+            dist = squared_euclidean(features[r0:r1], features[c0:c1], y_squared_norms=norms[c0:c1])
+            mirror = dist.t().contiguous() if c0 != r0 else None  # taken first: callers may modify dist
+            yield r0, c0, dist
+            if mirror is not None:
+                yield c0, r0, mirror
+
+
+class RunningSmallest:
+    """Each row's ``k`` smallest values and their column indices among the blocks offered so far.
+
+    ``values`` (r, k) float32 ascending and ``indices`` (r, k) int64 on the device. Exactly tied
+    values may end in any order (``tied`` finds such rows, to be redone on full rows).
+    """
+
+    def __init__(self, num_rows: int, k: int, device: str | torch.device):
+        self.values = torch.full((num_rows, k), torch.inf, device=device)
+        self.indices = torch.full((num_rows, k), -1, dtype=torch.int64, device=device)
+
+    def offer(self, row_start: int, block: torch.Tensor, col_start: int,
+              candidates: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merge the (b, c) ``block`` of rows ``row_start:`` and columns ``col_start:`` into the lists.
+
+        Returns the block's own ``smallest(block, k)``; pass it back as ``candidates`` to offer the same
+        block to another list with the same k without sorting it again.
+        """
+        values, where = candidates if candidates is not None else smallest(block, self.values.shape[1])
+        if block.shape[1] == 0:
+            return values, where
+        rows = slice(row_start, row_start + block.shape[0])
+        merged = torch.cat([self.values[rows], values], dim=1)
+        merged_indices = torch.cat([self.indices[rows], where + col_start], dim=1)
+        best, pick = smallest(merged, self.values.shape[1])
+        self.values[rows], self.indices[rows] = best, torch.gather(merged_indices, 1, pick)
+        return values, where
+
+    def tied(self, count: int) -> torch.Tensor:
+        """(r,) bool: an exact tie among a row's ``count`` smallest values."""
+        head = self.values[:, :count]
+        return (head[:, 1:] == head[:, :-1]).any(dim=1)
+
+
+def full_rows(features: torch.Tensor, rows: torch.Tensor, block_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Full distance rows ``D[rows, :]`` of ``features`` (N, d) for a few chosen ``rows`` (int64).
+
+    Yields ``(row indices (b,), dist (b, N))``; the chosen rows are computed in blocks of at least
+    ``MIN_BLOCK_ROWS`` rows (padded with other rows, then dropped) so their values are the ones every
+    other path computes.
+    """
+    total = features.shape[0]
+    norms = features.pow(2).sum(dim=1)
+    block = block_rows_for(total, block_size)
+    for start in range(0, len(rows), block):
+        chosen = rows[start:start + block]
+        filler = torch.arange(min(MIN_BLOCK_ROWS, total), device=features.device)
+        batch = torch.cat([chosen, filler[~torch.isin(filler, chosen)]])[:max(len(chosen), min(MIN_BLOCK_ROWS, total))]
+        dist = squared_euclidean(features[batch], features, y_squared_norms=norms)
+        yield chosen, dist[:len(chosen)]
+
+
+def knn(features: ArrayLike, k: int, block_size: int | None = None, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest of every feature among all of them (itself included), squared Euclidean.
+
+    features: (N, d) float32. Returns ``(indices (N, k) int64, distances (N, k) float32)``, ascending,
+    as ``torch.topk`` orders each full row (rows with exact ties are redone on their full row).
+    Half the distance matrix is computed (``symmetric_distance_blocks``); memory O(block^2 + N k).
+    """
+    z = as_tensor(features, device=device)
+    k = min(k, z.shape[0])
+    lists = RunningSmallest(z.shape[0], min(k + 1, z.shape[0]), z.device)
+    for r0, c0, dist in symmetric_distance_blocks(z, block_size):
+        lists.offer(r0, dist, c0)
+    values, indices = lists.values[:, :k], lists.indices[:, :k]
+    for rows, dist in full_rows(z, torch.nonzero(lists.tied(lists.values.shape[1])).ravel(), block_size):
+        values[rows], indices[rows] = smallest(dist, k)
+    return indices.cpu().numpy(), values.cpu().numpy()
 
 
 def stack_features(query_feats: ArrayLike, gallery_feats: ArrayLike, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -30,13 +30,16 @@ import torch.nn.functional as F
 
 from reid.neighbors import (
     ArrayLike,
+    RunningSmallest,
     block_rows_for,
     compact_rows,
     distance_blocks,
+    full_rows,
     overlap_counts,
     reciprocal_mask,
     smallest,
     stack_features,
+    symmetric_distance_blocks,
 )
 from reid.sparse_rows import TorchCsr, sequential_row_means, sets_to_csr, sum_of_minima
 
@@ -97,9 +100,9 @@ def classic_blocks(
     """
     query, gallery, both = stack_features(query_feats, gallery_feats, device)
     m, total = query.shape[0], both.shape[0]
-    # 1. neighbour pass: each row's nearest by O (kept twice as long as R1's k1 + 1 so that the
-    # weights of step 4 rarely need a new dot product), their D^2, and the row maxima
-    nearest, nearest_fourth, row_max = _classic_neighbours(both, min(2 * (k1 + 1), total), k1 + 2, block_size)
+    # 1. neighbour pass: each row's k1 + 2 nearest by O (one more than R1 uses, to see a tie at the
+    # end of the list), their D^2 (most weights of step 4 are looked up there), and the row maxima
+    nearest, nearest_fourth, row_max = _classic_neighbours(both, min(k1 + 2, total), k1 + 2, block_size)
     forward = nearest[:, :k1 + 1]
 
     # 2. k-reciprocal sets (forward order) and the half-size sets of every candidate
@@ -185,11 +188,7 @@ def hard_weight_blocks(
     query, gallery, both = stack_features(query_feats, gallery_feats, device)
     m, n = query.shape[0], gallery.shape[0]
     # 1. neighbour pass on the stacked distance: k1 nearest over all images, and over the gallery
-    near_all = np.empty((m + n, min(k1, m + n)), dtype=np.int64)
-    near_gallery = np.empty((m + n, min(k1, n)), dtype=np.int64)
-    for keep, dist in distance_blocks(both, both, block_size):
-        near_all[keep:keep + len(dist)] = smallest(dist, k1)[1].cpu().numpy()
-        near_gallery[keep:keep + len(dist)] = smallest(dist[:, m:], k1)[1].cpu().numpy()
+    near_all, near_gallery = _hard_weight_neighbours(both, m, k1, block_size)
     near_query, near_gallery = near_all[:m], near_gallery[m:]
 
     # 2. reciprocal sets: R(p) gallery members of a query's list that list p back; R(g), H(g)
@@ -229,36 +228,59 @@ def _classic_neighbours(features: torch.Tensor, width: int, checked: int, block_
     """R1's ranking, blockwise: each row's ``width`` first entries by O = D^2 / (row max of D^2).
 
     features: (N, d) on the device. Returns ``(nearest (N, width) int64, their D^2 (N, width) float32,
-    row max of D^2 (N,) float32 tensor)``. Ranked by D^2 with ``torch.topk`` (the same order as O
-    where O has no ties); a row whose first ``checked`` O values contain an exact tie is re-ranked
-    with numpy's default ``argsort`` of its O row, the dense code's order.
+    row max of D^2 (N,) float32 tensor)``. Ranked by D^2 over half the matrix (``reid.neighbors``),
+    the same order as O where O has no ties; a row whose first ``checked`` O values contain an exact
+    tie is redone on its full O row with numpy's default ``argsort``, the dense code's order.
     """
     total = features.shape[0]
-    nearest = np.empty((total, width), dtype=np.int64)
-    nearest_fourth = np.empty((total, width), dtype=np.float32)
-    row_max = torch.empty(total, dtype=torch.float32, device=features.device)
-    for keep, dist in distance_blocks(features, features, block_size):
-        stop = keep + len(dist)
-        fourth = dist.mul_(dist)  # (b, N): R1 squares the (already squared) distance matrix
-        row_max[keep:stop] = fourth.amax(dim=1)
-        values, where = smallest(fourth, width)
-        ranked_o = values[:, :checked] / row_max[keep:stop, None]
-        tied = torch.nonzero((ranked_o[:, 1:] == ranked_o[:, :-1]).any(dim=1)).ravel()
-        if len(tied):
-            o_rows = (fourth[tied] / row_max[keep + tied, None]).cpu().numpy()  # (t, N)
-            order = torch.from_numpy(np.argsort(o_rows, axis=1)[:, :width]).to(features.device)
-            where[tied], values[tied] = order, torch.gather(fourth[tied], 1, order)
-        nearest[keep:stop], nearest_fourth[keep:stop] = where.cpu().numpy(), values.cpu().numpy()
-    return nearest, nearest_fourth, row_max
+    lists = RunningSmallest(total, width, features.device)
+    row_max = torch.zeros(total, dtype=torch.float32, device=features.device)
+    for r0, c0, dist in symmetric_distance_blocks(features, block_size):
+        fourth = dist.mul_(dist)  # (b, c): R1 squares the (already squared) distance matrix
+        rows = slice(r0, r0 + len(fourth))
+        row_max[rows] = torch.maximum(row_max[rows], fourth.amax(dim=1))
+        lists.offer(r0, fourth, c0)
+    ranked_o = lists.values[:, :checked] / row_max[:, None]
+    tied = torch.nonzero((ranked_o[:, 1:] == ranked_o[:, :-1]).any(dim=1)).ravel()
+    for rows, dist in full_rows(features, tied, block_size):
+        fourth = dist.mul_(dist)
+        order = torch.from_numpy(np.argsort((fourth / row_max[rows, None]).cpu().numpy(), axis=1)[:, :width]).to(features.device)
+        lists.indices[rows], lists.values[rows] = order, torch.gather(fourth, 1, order)
+    return lists.indices.cpu().numpy(), lists.values.cpu().numpy(), row_max
+
+
+def _hard_weight_neighbours(features: torch.Tensor, num_query: int, k1: int, block_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """R2's lists on the stacked distance D (N, N): each row's k1 nearest over all N, and over the gallery.
+
+    Returns ``(near_all (N, k1) int64 in [0, N), near_gallery (N, k1) int64 gallery indices)`` ascending,
+    as ``torch.topk`` of the full rows orders them (rows with an exact tie are redone on full rows).
+    """
+    total, m = features.shape[0], num_query
+    everything = RunningSmallest(total, min(k1 + 1, total), features.device)
+    gallery = RunningSmallest(total, min(k1 + 1, total - m), features.device)
+    same_width = everything.values.shape[1] == gallery.values.shape[1]
+    for r0, c0, dist in symmetric_distance_blocks(features, block_size):
+        candidates = everything.offer(r0, dist, c0)
+        if c0 >= m and same_width:  # gallery columns only: the same candidates
+            gallery.offer(r0, dist, c0, candidates)
+        else:
+            skip = max(0, m - c0)  # query columns of this block
+            gallery.offer(r0, dist[:, skip:], c0 + skip)
+    near_all, near_gallery = everything.indices[:, :k1], gallery.indices[:, :k1] - m
+    is_gallery = torch.arange(total, device=features.device) >= m
+    tied = everything.tied(everything.values.shape[1]) | (gallery.tied(gallery.values.shape[1]) & is_gallery)
+    for rows, dist in full_rows(features, torch.nonzero(tied).ravel(), block_size):
+        near_all[rows], near_gallery[rows] = smallest(dist, k1)[1], smallest(dist[:, m:], k1)[1]
+    return near_all.cpu().numpy(), near_gallery.cpu().numpy()
 
 
 def _set_weights(members: sp.csr_matrix, nearest: np.ndarray, nearest_fourth: np.ndarray, features: torch.Tensor, row_max: torch.Tensor) -> sp.csr_matrix:
     """R1 step 4's V: ``exp(-O[i, e]) / sum_e exp(-O[i, e])`` over each row's set (float32 csr).
 
-    O[i, e] = D(i, e)^2 / row_max[i]. Nearly all members are in row i's ``nearest`` list (r, L),
-    whose D^2 ``nearest_fourth`` came from the neighbour pass (bit-identical to the dense value); the
-    rare others are computed here with the same norms-plus-product formula but a plain row dot
-    (~1e-7 from the dense value).
+    O[i, e] = D(i, e)^2 / row_max[i]. Most members (~98 % on clustered features) are in row i's
+    ``nearest`` list (r, L), whose D^2 ``nearest_fourth`` came from the neighbour pass (bit-identical
+    to the dense value); the others are computed here with the same norms-plus-product formula but a
+    plain row dot (~1e-7 from the dense value).
     """
     members.sort_indices()
     total = members.shape[0]
