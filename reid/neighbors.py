@@ -39,12 +39,10 @@ MIN_BLOCK_ROWS = 64
 
 
 def block_rows_for(num_cols: int, block_size: int | None = None) -> int:
-    """Rows per distance block: ``block_size`` if given, else what fits ``BLOCK_ELEMENTS`` (>= 64)."""
-    if block_size is not None:
-        if block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {block_size}")
-        return block_size
-    return max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // max(num_cols, 1))
+    """Rows per distance block: ``block_size`` if given, else what fits ``BLOCK_ELEMENTS``; at least 64."""
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    return max(MIN_BLOCK_ROWS, block_size or BLOCK_ELEMENTS // max(num_cols, 1))
 
 
 def row_blocks(num_rows: int, block: int) -> Iterator[tuple[int, int, int]]:
@@ -94,9 +92,9 @@ def symmetric_distance_blocks(features: torch.Tensor, block_size: int | None = N
     Yields ``(row_start, col_start, block)`` covering the matrix once (blocks are the caller's to
     modify); each block on or above the diagonal is computed, the one below is its transpose (D is symmetric bit for bit on the CPU:
     the norms are added in either order and the matmul sums each product in the same order).
-    block_size: side of the square blocks (default: ``BLOCK_ELEMENTS`` entries).
+    block_size: side of the square blocks (default: ``BLOCK_ELEMENTS`` entries; at least 64).
     """
-    side = block_size or max(MIN_BLOCK_ROWS, math.isqrt(BLOCK_ELEMENTS))
+    side = max(MIN_BLOCK_ROWS, block_size or math.isqrt(BLOCK_ELEMENTS))
     blocks = square_blocks(features.shape[0], side)
     norms = features.pow(2).sum(dim=1)  # (N,)
     for i, (r0, r1) in enumerate(blocks):
