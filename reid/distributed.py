@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 
 
 @dataclass(frozen=True)
@@ -85,18 +84,41 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _GatherWithGradient(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient of the gathered tensor and returns this
+    rank's rows (each rank computes its loss from all rows, so each rank's rows get gradient from all)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_features(features: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """Concatenate ``features`` (B, ...) of every rank in rank order -> (world_size * B, ...).
 
-    The all-gather keeps the autograd graph: gradients flow back to every rank's own rows (summed
-    over ranks in the backward pass). The local tensor is put back in its slot so its graph is the
-    plain local one. Identity when ``world_size == 1``.
+    Every rank must pass the same B. With autograd: the gradient of this rank's rows is the sum of all
+    ranks' gradients of them (as in the single-process loss on the concatenated batch, which DDP's
+    averaging of parameter gradients then reproduces). Identity when ``world_size == 1``.
     """
     if world_size == 1:
         return features
-    gathered = list(dist_nn.all_gather(features))
-    gathered[rank] = features
-    return torch.cat(gathered, dim=0)
+    if rank != dist.get_rank() or world_size != dist.get_world_size():
+        raise ValueError(f"rank {rank} of {world_size} does not match the process group "
+                         f"({dist.get_rank()} of {dist.get_world_size()})")
+    if features.requires_grad:
+        return _GatherWithGradient.apply(features)
+    parts = [torch.empty_like(features) for _ in range(world_size)]
+    dist.all_gather(parts, features.contiguous())
+    return torch.cat(parts)
 
 
 def all_reduce_mean(value: float, device: torch.device) -> float:
