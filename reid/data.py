@@ -21,7 +21,9 @@ from torch.utils.data import Dataset, Sampler
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-IMAGE_ROOT = "data_reid"
+from reid.download import DATA_FOLDER
+
+IMAGE_ROOT = DATA_FOLDER  # "data_reid"
 TRAIN_COLUMNS = ("img_id", "folder", "player", "game", "split", "img_type", "fold")
 
 
