@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, Sampler
 from PIL import Image
+from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
 from reid.download import DATA_FOLDER
 
-IMAGE_ROOT = DATA_FOLDER  # "data_reid"
 TRAIN_COLUMNS = ("img_id", "folder", "player", "game", "split", "img_type", "fold")
 
 
@@ -33,7 +32,7 @@ class ImageReadError(RuntimeError):
 
 def image_path(data_dir: str | Path, folder: str, img_id: str | int) -> Path:
     """The file of one DataFrame row: ``data_dir/data_reid/folder/img_id.jpeg``."""
-    return Path(data_dir) / IMAGE_ROOT / str(folder) / f"{img_id}.jpeg"
+    return Path(data_dir) / DATA_FOLDER / str(folder) / f"{img_id}.jpeg"
 
 
 def image_paths(df: pd.DataFrame, data_dir: str | Path) -> list[Path]:
@@ -56,7 +55,7 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 def load_train_frame(data_dir: str | Path) -> pd.DataFrame:
     """Read ``data_dir/data_reid/train_df.csv`` (written by ``preprocess_data.py``) and check its columns."""
-    path = Path(data_dir) / IMAGE_ROOT / "train_df.csv"
+    path = Path(data_dir) / DATA_FOLDER / "train_df.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run download_data.py and preprocess_data.py first "
                                 f"(or pass --data-dir, the folder that holds data_reid/)")
