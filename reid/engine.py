@@ -61,7 +61,9 @@ class PairModel(nn.Module):
         # One pass over both halves: BatchNorm statistics see the whole batch.
         embeddings = self.encoder(torch.cat([query, gallery]))  # (2B, D)
         query_emb, gallery_emb = embeddings.float().chunk(2)  # (B, D) each
-        return self.criterion(query_emb, gallery_emb, labels)
+        # The loss in float32 even under mixed precision: bf16 logits lose the small differences.
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return self.criterion(query_emb, gallery_emb, labels)
 
 
 # ---------------------------------------------------------------- learning-rate schedules
