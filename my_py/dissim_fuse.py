@@ -38,7 +38,7 @@ class Configuration:
 def main(config: Configuration) -> None:
     matrices = [DistanceMatrix.read_csv(path) for path in config.inputs]  # float64: the published sums exactly
     weights = dissimilarity_weights(matrices, topk=config.topk)
-    fused = dissimilarity_fusion(matrices, topk=config.topk, decimals=config.decimals)
+    fused = dissimilarity_fusion(matrices, topk=config.topk, decimals=config.decimals, weights=weights)
     fused.write_csv(config.output)
     save_config(config, config.output.with_name(Path(config.output.name.removesuffix(".gz")).stem + ".config.json"))
     print(f"dissimilarity fusion of {len(matrices)} matrices ({fused.shape[0]} queries x {fused.shape[1]} gallery) -> {config.output}")

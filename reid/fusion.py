@@ -119,14 +119,20 @@ def dissimilarity_weights(matrices: Sequence[DistanceMatrix], topk: int = 15) ->
     )
 
 
-def dissimilarity_fusion(matrices: Sequence[DistanceMatrix], topk: int = 15, decimals: int | None = 5) -> DistanceMatrix:
+def dissimilarity_fusion(matrices: Sequence[DistanceMatrix], topk: int = 15, decimals: int | None = 5,
+                         weights: DissimilarityWeights | None = None) -> DistanceMatrix:
     """Per-query weighted sum of aligned matrices with the weights of ``dissimilarity_weights``.
 
     value = sum_k w'_k * v_k, left to right in float64, then rounded to ``decimals`` exactly as
     Python's ``round(x, 5)`` (correct decimal rounding; None keeps every digit). Returns float64 values
-    if any input is float64, else float32.
+    if any input is float64, else float32. weights: the result of ``dissimilarity_weights(matrices,
+    topk)`` when already computed (e.g. to report its counters), else computed here.
     """
-    weights = dissimilarity_weights(matrices, topk).weights
+    if weights is None:
+        weights = dissimilarity_weights(matrices, topk)
+    else:
+        check_aligned(matrices)
+    weights = weights.weights
     total = np.zeros(matrices[0].shape)
     for k, matrix in enumerate(matrices):
         total = total + weights[:, k:k + 1] * matrix.values.astype(np.float64)
@@ -142,10 +148,17 @@ def round_like_python(values: np.ndarray, decimals: int) -> np.ndarray:
     elements that lie within rounding error of a boundary are redone with Python's ``round``.
     """
     values = np.asarray(values, dtype=np.float64)
-    scaled = values * 10.0 ** decimals
     out = np.round(values, decimals)
-    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-9 * np.maximum(1.0, np.abs(scaled))
-    for index in zip(*np.nonzero(near_half & np.isfinite(values))):
+    scaled = values * 10.0 ** decimals
+    with np.errstate(invalid="ignore"):  # inf - inf: nan, never near a half
+        distance_to_half = scaled - np.floor(scaled)
+    distance_to_half -= 0.5
+    np.abs(distance_to_half, out=distance_to_half)
+    peak = max(abs(float(np.nanmin(scaled, initial=0.0))), abs(float(np.nanmax(scaled, initial=0.0))))
+    if not np.isfinite(peak):
+        peak = float(np.abs(scaled[np.isfinite(scaled)]).max(initial=0.0))
+    bound = 1e-9 * max(1.0, peak)  # far above the rounding error of x * 10**decimals
+    for index in zip(*np.nonzero(distance_to_half < bound)):
         out[index] = round(float(values[index]), decimals)
     return out
 

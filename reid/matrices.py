@@ -11,6 +11,7 @@ reader's ``usecols=range(1, 910)`` silently dropped the last gallery column; tha
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import os
@@ -18,6 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -96,16 +98,15 @@ class DistanceMatrix:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
                 table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, comments=None)
-        except ValueError:
-            _raise_first_problem(path, len(header))
-            raise  # the scan found nothing more precise: keep numpy's message
+        except ValueError as error:
+            _raise_first_problem(path, len(header), fallback=str(error))
         if table.shape[0] == 0:
             raise MatrixFileError(f"{path}: no query rows after the header line")
         if table.shape[1] != len(header):
-            _raise_first_problem(path, len(header))
+            _raise_first_problem(path, len(header), fallback=f"rows have {table.shape[1]} fields, the header {len(header)}")
         query_column = table[:, 0]
         if not np.all(np.isfinite(query_column) & (query_column == np.round(query_column))):
-            _raise_first_problem(path, len(header))
+            _raise_first_problem(path, len(header), fallback="a query id is not an integer")
         query_ids = query_column.astype(np.int64)
         unique, counts = np.unique(query_ids, return_counts=True)
         if np.any(counts > 1):
@@ -126,14 +127,15 @@ class DistanceMatrix:
             raise ValueError(f"{self.name}: query id {unique[np.argmax(counts > 1)]} appears more than once; cannot write {path}")
         matrix = self.sorted_by_query()
         header = ",".join(["0", *map(str, matrix.gallery_ids.tolist())]) + "\n"
-        data = header.encode() + format_rows(matrix.query_ids, matrix.values)
-        if path.suffix == ".gz":
-            data = gzip.compress(data, compresslevel=6, mtime=0)
+        rows_per_block = max(1, (1 << 20) // max(matrix.shape[1], 1))  # formatted in blocks: memory O(block)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
+            with os.fdopen(handle, "wb") as raw, _maybe_gzip(raw, path) as file:
+                file.write(header.encode())
+                for start in range(0, matrix.shape[0], rows_per_block):
+                    block = slice(start, start + rows_per_block)
+                    file.write(format_rows(matrix.query_ids[block], matrix.values[block]))
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -173,8 +175,10 @@ def _fixed_width_fields(values: np.ndarray) -> np.ndarray:
     units = np.rint(scaled)
     # x * 1e5 carries a rounding error below 1e-6 here; where it lies that close to a half, the
     # product may have crossed the rounding boundary, so those few cells are rounded exactly.
-    near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) < 1e-6
-    for index in zip(*np.nonzero(near_half)):
+    distance_to_half = scaled - np.floor(scaled)
+    distance_to_half -= 0.5
+    np.abs(distance_to_half, out=distance_to_half)
+    for index in zip(*np.nonzero(distance_to_half < 1e-6)):
         units[index] = float(("%.5f" % values[index]).replace(".", ""))
     units = np.abs(units).astype(np.int32)  # < 1e9 in the fast range
     integer, fraction = np.divmod(units, 100_000)
@@ -213,6 +217,16 @@ def _as_ids(ids, what: str, name: str) -> np.ndarray:
             raise ValueError(f"{name}: {what} must be integers (the submission format writes them with %i)")
         array = as_int
     return array.astype(np.int64, copy=False)
+
+
+@contextlib.contextmanager
+def _maybe_gzip(raw, path: Path):
+    """The open file itself, or a gzip stream into it when ``path`` ends in ``.gz`` (reproducible: mtime 0)."""
+    if path.suffix != ".gz":
+        yield raw
+        return
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as compressed:
+        yield compressed
 
 
 def _open(path: Path):
@@ -255,8 +269,9 @@ def _parse_id_fields(fields: list[bytes], path: Path, line: int) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
-def _raise_first_problem(path: Path, num_fields: int) -> None:
-    """Scan the data lines and raise ``MatrixFileError`` for the first one that breaks the format."""
+def _raise_first_problem(path: Path, num_fields: int, fallback: str) -> NoReturn:
+    """Scan the data lines and raise ``MatrixFileError`` for the first one that breaks the format
+    (with ``fallback`` as the message if no single line is to blame)."""
     for number, line in _data_lines(path):
         fields = line.split(b",")
         if len(fields) != num_fields:
@@ -271,3 +286,4 @@ def _raise_first_problem(path: Path, num_fields: int) -> None:
                 float(text)
             except ValueError:
                 raise MatrixFileError(f"{path}: line {number}, column {column}: expected a number, found {text.decode(errors='replace')!r}") from None
+    raise MatrixFileError(f"{path}: {fallback}")

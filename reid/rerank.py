@@ -13,6 +13,8 @@ result has the input's kind.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from reid.distance import ArrayLike, as_tensor, squared_euclidean
 
 ROW_BLOCK = 512  # rows of an (rows, N) distance block held at once
 PAIR_BLOCK = 1 << 22  # (query entry, column entry) pairs expanded at once in the Jaccard sums
+DENSE_TO_PAIR_COST = 8  # a gathered dense element costs about 1/8 of an expanded pair
 
 
 def classic(dist_qg: ArrayLike, dist_qq: ArrayLike, dist_gg: ArrayLike, k1: int = 20, k2: int = 6,
@@ -45,33 +48,12 @@ def classic(dist_qg: ArrayLike, dist_qq: ArrayLike, dist_gg: ArrayLike, k1: int 
     qg = as_tensor(dist_qg)
     qq, gg = as_tensor(dist_qq, device=qg.device), as_tensor(dist_gg, device=qg.device)
     m, n = qg.shape
-    total = m + n
-    count = k1 + 1
-    nearest, row_max, o_query = _classic_neighbours(qg, qq, gg, count, numpy_order=is_numpy)
+    nearest, row_max, o_query = _classic_neighbours(qg, qq, gg, k1 + 1, numpy_order=is_numpy)  # (N, k1 + 1)
 
-    # k-reciprocal sets R(i) and their expansion by the candidates' half-size reciprocal sets
-    forward = nearest  # (N, k1 + 1)
-    reciprocal = _contains_self(nearest, forward)  # (N, k1 + 1): i is among forward[i, t]'s neighbours
-    half = int(np.around(k1 / 2.0)) + 1
-    near_half = nearest[:, :half]  # (N, half)
-    half_reciprocal = _contains_self(near_half, near_half)  # (N, half)
-    members = torch.where(reciprocal, forward, -1)  # R(i), -1 = empty slot
-    candidates = members.clamp(min=0)
-    cand_sets = near_half[candidates]  # (N, k1 + 1, half)
-    cand_mask = half_reciprocal[candidates] & reciprocal[:, :, None]
-    overlap = _count_in(cand_sets, cand_mask, members)  # (N, k1 + 1)
-    accepted = reciprocal & (overlap.double() > (2.0 / 3.0) * cand_mask.sum(2).double())
-    columns = torch.cat([members, torch.where(cand_mask & accepted[:, :, None], cand_sets, -1).reshape(total, -1)], dim=1)
-    rows, columns = _distinct_entries(columns)  # E(i) as (row, column) pairs, sorted
-
-    # V[i, e] = exp(-O[i, e]) normalised over E(i): O entries gathered from the inputs
-    values = _squared_entry(qg, qq, gg, columns, rows) / row_max[rows]
-    weights = torch.exp(-values)
-    row_sums = torch.zeros(total, dtype=torch.float32, device=qg.device).index_add_(0, rows, weights)
-    v = _Sparse(rows, columns, weights / row_sums[rows], total, total)
-
-    if k2 != 1:  # query expansion: mean of the k2 nearest rows of V, for every row
-        v = v.mean_of_rows(nearest[:, :k2])
+    with _one_thread_on_cpu(qg.device):
+        v = _classic_weights(qg, qq, gg, nearest, row_max, k1)  # sparse V, (N, N)
+        if k2 != 1:  # query expansion: mean of the k2 nearest rows of V, for every row
+            v = v.mean_of_rows(nearest[:, :k2])
     shared = _sum_of_minima(v.select_rows(m), v, m, n, column_offset=m).float()  # (m, n) sum of minima
     jaccard = 1.0 - shared / (2.0 - shared)  # = 1 - sum min / sum max, rows of V summing to 1
     final = jaccard * lambda_value + o_query * (1 - lambda_value)
@@ -106,48 +88,72 @@ def hard_weight(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 20, 
     dist_qg = squared_euclidean(q, g)  # (m, n)
     tq = _topk_rows(lambda rows: squared_euclidean(q[rows], z), m, k1)  # (m, k1) over queries + gallery
     tg_all, tgg = _gallery_neighbours(g, z, m, k1)  # (n, k1) over all, (n, k1) over the gallery
-    half = k1 // 2
-    thalf = tgg[:, :half]
-    h_mask = _contains_self(thalf, thalf)  # (n, half): H(g) = thalf[g][h_mask[g]]
-    threshold = expansion_threshold
+    with _one_thread_on_cpu(q.device):
+        thalf = tgg[:, :k1 // 2]
+        h_mask = _contains_self(thalf, thalf)  # (n, k1 // 2): H(g) = thalf[g][h_mask[g]]
+        query_sets = _query_sets(tq, tg_all, thalf, h_mask, expansion_threshold)  # R*(p), (m, S)
+        gallery_sets = _gallery_sets(tgg, thalf, h_mask, expansion_threshold)  # R*(g), (n, S')
+        # binary k-reciprocal vectors, then the in-place sequential expansions (queries first)
+        width = max(query_sets.shape[1], gallery_sets.shape[1])
+        old_sets = torch.cat([_distinct_columns(query_sets, width), _distinct_columns(gallery_sets, width)])
+        query_neighbours = tq[:, :k2]
+        earlier_query = query_neighbours < torch.arange(m, device=q.device)[:, None]
+        q_vec = _sequential_mean(query_neighbours, earlier_query, old_sets, n)  # (m, n)
+        gallery_neighbours = tgg[:, 1:k2 + 1]  # position 0 (itself) skipped
+        earlier_gallery = gallery_neighbours < torch.arange(n, device=q.device)[:, None]
+        g_vec = _sequential_mean(gallery_neighbours, earlier_gallery, old_sets[m:], n)  # (n, n)
 
-    # R(p): gallery items of p's list that have p in their own list; R*(p) with the aliasing walk
-    arange_m = torch.arange(m, device=q.device)
-    gallery_slot = tq >= m
-    tq_gallery = (tq - m).clamp(min=0)
-    r_query = gallery_slot & (tg_all[tq_gallery] == arange_m[:, None, None]).any(2)
-    p0 = torch.where(r_query, tq_gallery, -1)  # (m, k1), -1 = empty
-    passed = (p0 >= 0) & _half_set_passes(p0, p0, thalf, h_mask, threshold)
-    first = torch.argmax(passed.to(torch.uint8), dim=1)
-    g_star = p0[arange_m, first].clamp(min=0)
-    appended = torch.where(h_mask[g_star] & passed.any(1, keepdim=True), thalf[g_star], -1)  # (m, half)
-    appended_passed = (appended >= 0) & _half_set_passes(p0, appended, thalf, h_mask, threshold)
-    query_sets = torch.cat([p0, _merged_half_sets(p0, passed, thalf, h_mask),
-                            _merged_half_sets(appended, appended_passed, thalf, h_mask)], dim=1)
-
-    # R(g) and R*(g): the list without its first element is tested against the half sets
-    gallery_sets = _gallery_sets(tgg, thalf, h_mask, threshold)
-
-    # binary k-reciprocal vectors, then the in-place sequential expansions (queries first)
-    width = max(query_sets.shape[1], gallery_sets.shape[1])
-    old_sets = torch.cat([_distinct_columns(query_sets, width), _distinct_columns(gallery_sets, width)])
-    query_neighbours = tq[:, :k2]
-    q_vec = _sequential_mean(query_neighbours, query_neighbours < arange_m[:, None], old_sets, n)
-    arange_n = torch.arange(n, device=q.device)
-    gallery_neighbours = tgg[:, 1:k2 + 1]
-    g_vec = _sequential_mean(gallery_neighbours, gallery_neighbours < arange_n[:, None], old_sets[m:], n)
-
-    g_sums = g_vec.sum(1, dtype=torch.float64)
-    g_vec = g_vec.t().contiguous()  # columns as rows for the Jaccard sums (the row-major copy is freed)
-    inter = _shared_mass(q_vec, g_vec)  # (m, n) sum of minima
-    union = q_vec.sum(1, dtype=torch.float64)[:, None] + g_sums[None, :] - inter
+    g_sums = g_vec.sum(1).double()
+    inter = _sum_of_minima_dense(q_vec, g_vec)  # (m, n)
+    union = q_vec.sum(1).double()[:, None] + g_sums[None, :] - inter
     jaccard = (1.0 - inter / union).float()  # 0 / 0 (two empty vectors) stays NaN, as published
     final = (1 - lambda_value) * F.normalize(dist_qg, p=2, dim=1) + lambda_value * jaccard
     return final.cpu().numpy() if is_numpy else final
 
 
+@contextlib.contextmanager
+def _one_thread_on_cpu(device: torch.device):
+    """Run a phase of many small tensor operations on one CPU thread.
+
+    Each multi-threaded torch operation ends in a barrier; with thousands of small operations and
+    other processes sharing the cores, those barriers cost far more than the work (measured 5x
+    slower on a busy 2-core machine). Large single operations (distances, top-k) keep every thread.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------------------------
 # classic: neighbour lists and entries of the working distance O
+
+
+def _classic_weights(qg, qq, gg, nearest, row_max, k1: int) -> _Sparse:
+    """Sparse V: V[i, e] = exp(-O[i, e]) normalised over the expanded k-reciprocal set E(i)."""
+    total = nearest.shape[0]
+    # k-reciprocal sets R(i) and their expansion by the candidates' half-size reciprocal sets
+    reciprocal = _contains_self(nearest, nearest)  # (N, k1 + 1): i is among nearest[i, t]'s neighbours
+    half = int(np.around(k1 / 2.0)) + 1
+    near_half = nearest[:, :half]  # (N, half)
+    half_reciprocal = _contains_self(near_half, near_half)  # (N, half)
+    members = torch.where(reciprocal, nearest, -1)  # R(i), -1 = empty slot
+    candidates = members.clamp(min=0)
+    cand_sets = near_half[candidates]  # (N, k1 + 1, half)
+    cand_mask = half_reciprocal[candidates] & reciprocal[:, :, None]
+    overlap = _count_in(cand_sets, cand_mask, members)  # (N, k1 + 1) |R(c) ∩ R(i)|
+    accepted = reciprocal & (overlap.double() > (2.0 / 3.0) * cand_mask.sum(2).double())
+    expanded = torch.where(cand_mask & accepted[:, :, None], cand_sets, -1).reshape(total, -1)
+    rows, columns = _distinct_entries(torch.cat([members, expanded], dim=1))  # E(i), sorted
+    # O[i, e] = S[e, i] / max_i, gathered from the inputs
+    weights = torch.exp(-(_squared_entry(qg, qq, gg, columns, rows) / row_max[rows]))
+    row_sums = torch.zeros(total, dtype=torch.float32, device=qg.device).index_add_(0, rows, weights)
+    return _Sparse(rows, columns, weights / row_sums[rows], total, total)
 
 
 def _classic_neighbours(qg: torch.Tensor, qq: torch.Tensor, gg: torch.Tensor, count: int, numpy_order: bool):
@@ -261,6 +267,27 @@ def _merged_half_sets(candidates, passed, thalf, h_mask) -> torch.Tensor:
     return torch.where(keep, thalf[c], -1).reshape(candidates.shape[0], -1)
 
 
+def _query_sets(tq, tg_all, thalf, h_mask, threshold: float) -> torch.Tensor:
+    """(m, k1 + k1 * half + half^2) R*(p) for every query (-1 = empty, repeats allowed).
+
+    R(p): gallery items of p's list (over queries and gallery) that have p in their own list. The walk
+    over R(p) merges H(g) when |R(p) ∩ H(g)| >= threshold |H(g)|; the first merge also appends H(g) to
+    the list being walked (the published list aliasing), so those items are tested as well.
+    """
+    m = tq.shape[0]
+    queries = torch.arange(m, device=tq.device)
+    tq_gallery = (tq - m).clamp(min=0)
+    in_r = (tq >= m) & (tg_all[tq_gallery] == queries[:, None, None]).any(2)
+    p0 = torch.where(in_r, tq_gallery, -1)  # (m, k1), -1 = empty
+    passed = (p0 >= 0) & _half_set_passes(p0, p0, thalf, h_mask, threshold)
+    first = torch.argmax(passed.to(torch.uint8), dim=1)
+    g_star = p0[queries, first].clamp(min=0)
+    appended = torch.where(h_mask[g_star] & passed.any(1, keepdim=True), thalf[g_star], -1)  # (m, half)
+    appended_passed = (appended >= 0) & _half_set_passes(p0, appended, thalf, h_mask, threshold)
+    return torch.cat([p0, _merged_half_sets(p0, passed, thalf, h_mask),
+                      _merged_half_sets(appended, appended_passed, thalf, h_mask)], dim=1)
+
+
 def _gallery_sets(tgg, thalf, h_mask, threshold: float) -> torch.Tensor:
     """(n, k1 + k1 * half) R*(g) for every gallery item (-1 = empty), in row blocks."""
     n, k1 = tgg.shape
@@ -319,7 +346,7 @@ def _sequential_mean(neighbours: torch.Tensor, is_new: torch.Tensor, old_sets: t
             for t in range(steps):
                 near, new = neighbours[rows, t], is_new[rows, t]
                 new_rows = torch.nonzero(new).flatten()
-                buffer.index_add_(0, new_rows, out.index_select(0, near[new_rows]))
+                buffer[new_rows] += out.index_select(0, near[new_rows])  # rows are distinct: no lost updates
                 old_rows = torch.nonzero(~new).flatten()
                 cols = old_sets[near[old_rows]]
                 keep = cols >= 0
@@ -327,6 +354,20 @@ def _sequential_mean(neighbours: torch.Tensor, is_new: torch.Tensor, old_sets: t
                 buffer.index_put_((target, cols[keep]), torch.ones_like(target, dtype=torch.float32), accumulate=True)
             out[rows] = buffer / steps
     return out
+
+
+def _sum_of_minima_dense(q_vec: torch.Tensor, g_vec: torch.Tensor) -> torch.Tensor:
+    """(m, n_g) float64: sum over h of min(q_vec[p, h], g_vec[g, h]) for non-negative dense rows.
+
+    Sparse gallery rows (typical: ~100 non-zeros): expand the pairs of non-zeros that share a column.
+    Dense ones (noisy features make the sequential expansion spread): gather whole columns instead.
+    """
+    q_sparse = _Sparse.from_dense(q_vec)
+    pairs = len(q_sparse.rows) * int(torch.count_nonzero(g_vec)) / max(g_vec.shape[1], 1)  # estimate
+    dense_work = len(q_sparse.rows) * g_vec.shape[0]
+    if pairs * DENSE_TO_PAIR_COST < dense_work:
+        return _sum_of_minima(q_sparse, _Sparse.from_dense(g_vec), q_vec.shape[0], g_vec.shape[0], column_offset=0)
+    return _shared_mass(q_vec, g_vec.t().contiguous())
 
 
 def _shared_mass(q_vec: torch.Tensor, g_vec_t: torch.Tensor) -> torch.Tensor:
@@ -395,6 +436,11 @@ class _Sparse:
     def __init__(self, rows, columns, values, num_rows: int, num_columns: int):
         self.rows, self.columns, self.values = rows, columns, values
         self.num_rows, self.num_columns = num_rows, num_columns
+
+    @classmethod
+    def from_dense(cls, dense: torch.Tensor) -> _Sparse:
+        rows, columns = torch.nonzero(dense, as_tuple=True)
+        return cls(rows, columns, dense[rows, columns], *dense.shape)
 
     def select_rows(self, count: int) -> _Sparse:
         """The first ``count`` rows."""

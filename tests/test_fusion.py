@@ -90,9 +90,11 @@ def test_weighted_similarity_fusion_and_rounding():
 
 def test_round_like_python_matches_builtin_round():
     rng = np.random.default_rng(0)
-    values = np.concatenate([rng.random(20000) * 4, np.arange(-640, 640) / 64.0 / 100, [0.000005, 1.000015, 2.675, -0.0]])
+    values = np.concatenate([rng.random(20000) * 4, np.arange(-640, 640) / 64.0 / 100, [0.000005, 1.000015, 2.675, -0.0, 1.234565]])
     expected = np.array([round(float(v), 5) for v in values])
     np.testing.assert_array_equal(round_like_python(values, 5), expected)
+    special = round_like_python(np.array([np.inf, -np.inf, np.nan]), 5)
+    assert np.isposinf(special[0]) and np.isneginf(special[1]) and np.isnan(special[2])
 
 
 def test_mismatched_ids_name_the_matrix_and_position():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +9,7 @@ from sklearn.metrics import average_precision_score
 
 from reid import metrics
 from reid.metrics import cmc, evaluate, mean_ap, mean_inp
+from tests.plain_postprocess import plain_scores
 
 DISTANCES = ("raw", "rerank_l07", "rerank_l03", "hardweight")
 
@@ -73,43 +72,7 @@ def test_cuhk03_single_shot_hand_case_and_rng_stream():
     assert rng.randint(0, 1 << 30) == check.randint(0, 1 << 30)
 
 
-# ---------------------------------------------------------------- a plain per-query loop (README M and C)
-
-def _loop_scores(dist, q_ids, g_ids, q_cams, g_cams, topk=20):
-    """Straightforward per-query evaluation written from the reference README, with np.random."""
-    aps, inps = [], []
-    curves = {name: np.zeros(topk) for name in metrics.CMC_CONFIGS}
-    counts = dict.fromkeys(metrics.CMC_CONFIGS, 0)
-    for i in range(len(q_ids)):
-        order = np.argsort(dist[i])
-        ids, cams, d = g_ids[order], g_cams[order], dist[i][order]
-        match = ids == q_ids[i]
-        valid = (ids != q_ids[i]) | (cams != q_cams[i])
-        if match[valid].any():
-            aps.append(average_precision_score(match[valid], -d[valid]))
-            positions = np.flatnonzero(match[valid])
-            hardest = np.sum(d[valid] <= d[valid][positions[-1]])
-            inps.append(len(positions) / hardest)
-            curves["market1501"][positions[0]:] += positions[0] < topk
-            counts["market1501"] += 1
-            for j, k in enumerate(positions):
-                if k - j < topk:
-                    curves["allshots"][k - j:] += 1 / len(positions)
-            counts["allshots"] += 1
-        separate = valid & (cams != q_cams[i])
-        if match[separate].any():
-            groups = defaultdict(list)
-            for position in np.flatnonzero(separate):
-                groups[ids[position]].append(position)
-            for _ in range(10):
-                kept = sorted(positions[np.random.randint(0, len(positions))] for positions in map(np.array, groups.values()))
-                r = [p for p in kept if match[p]][0]
-                rank = kept.index(r)
-                if rank < topk:
-                    curves["cuhk03"][rank:] += 0.1
-            counts["cuhk03"] += 1
-    return np.mean(aps), np.mean(inps), {k: curves[k] / counts[k] for k in curves}
-
+# ---------------------------------------------------------------- against a plain per-query loop
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_equals_a_plain_loop_with_ties_cameras_and_missing_matches(seed):
@@ -120,7 +83,7 @@ def test_equals_a_plain_loop_with_ties_cameras_and_missing_matches(seed):
     q_cams, g_cams = rng.integers(0, 3, m), rng.integers(0, 3, n)
     dist = np.round(rng.random((m, n)), 2).astype(np.float32)  # many ties
     np.random.seed(seed)
-    expected_ap, expected_inp, expected_cmc = _loop_scores(dist, q_ids, g_ids, q_cams, g_cams)
+    expected_ap, expected_inp, expected_cmc = plain_scores(dist, q_ids, g_ids, q_cams, g_cams)
     assert mean_ap(dist, q_ids, g_ids, q_cams, g_cams) == pytest.approx(expected_ap, abs=1e-12)
     assert mean_inp(dist, q_ids, g_ids, q_cams, g_cams) == pytest.approx(expected_inp, abs=1e-12)
     for name in metrics.CMC_CONFIGS:
@@ -205,3 +168,19 @@ def test_torch_input_gives_the_same_numbers(device, reference_dir):
         got = cmc(tensor, q_ids, g_ids, config=name, rng=np.random.RandomState(0))
         assert isinstance(got, np.ndarray)
         np.testing.assert_allclose(got, expected, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_torch_agrees_with_cameras_and_missing_matches(device):
+    rng = np.random.default_rng(6)
+    m, n = 31, 240
+    g_ids = rng.integers(0, 25, n)
+    q_ids = np.concatenate([rng.choice(g_ids, m - 3), [500, 501, 502]])
+    q_cams, g_cams = rng.integers(0, 3, m), rng.integers(0, 3, n)
+    dist = rng.random((m, n)).astype(np.float32)  # no ties: both sorts give the same order
+    expected = evaluate(dist, q_ids, g_ids, q_cams, g_cams, rng=np.random.RandomState(1))
+    got = evaluate(torch.from_numpy(dist).to(device), torch.from_numpy(q_ids), g_ids, torch.from_numpy(q_cams), g_cams,
+                   rng=np.random.RandomState(1))
+    assert got.mAP == pytest.approx(expected.mAP, abs=1e-12) and got.mINP == pytest.approx(expected.mINP, abs=1e-12)
+    for name in metrics.CMC_CONFIGS:
+        np.testing.assert_allclose(got.cmc[name], expected.cmc[name], atol=1e-12, err_msg=name)

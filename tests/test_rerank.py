@@ -5,86 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from reid.distance import squared_euclidean
 from reid.rerank import classic, hard_weight
+from tests.plain_postprocess import plain_classic, plain_hard_weight
 
 TOLERANCE = 1e-5  # reference README: float32 distance matrices
-
-
-# ---------------------------------------------------------------- plain dense versions, written from the README
-
-def _plain_classic(qg, qq, gg, k1, k2, lambda_value):
-    m = qg.shape[0]
-    total = qg.shape[0] + qg.shape[1]
-    squared = np.block([[qq, qg], [qg.T, gg]]).astype(np.float32) ** 2
-    o = (squared / squared.max(axis=0)).T
-    rank = np.argsort(o, axis=1)
-    half = int(np.around(k1 / 2)) + 1
-    v = np.zeros((total, total), np.float32)
-    for i in range(total):
-        r = [f for f in rank[i, :k1 + 1] if i in rank[f, :k1 + 1]]
-        expansion = list(r)
-        for c in r:
-            rc = [e for e in rank[c, :half] if c in rank[e, :half]]
-            if len(set(rc) & set(r)) > 2 / 3 * len(rc):
-                expansion += rc
-        e = np.unique(expansion)
-        w = np.exp(-o[i, e])
-        v[i, e] = w / np.sum(w)
-    if k2 != 1:
-        v = np.stack([v[rank[i, :k2]].mean(axis=0) for i in range(total)])
-    s = np.stack([np.minimum(v[i], v).sum(axis=1) for i in range(m)])
-    jaccard = 1 - s / (2 - s)
-    return (jaccard * lambda_value + o[:m] * (1 - lambda_value))[:, m:].astype(np.float32)
-
-
-def _plain_hard_weight(q, g, k1, k2, lambda_value, threshold):
-    q, g = torch.from_numpy(q), torch.from_numpy(g)
-    m, n = len(q), len(g)
-    z = torch.cat([q, g])
-    d_all = squared_euclidean(z, z)
-    tq = torch.topk(d_all[:m], k1, dim=1, largest=False).indices.tolist()
-    tg_all = torch.topk(d_all[m:], k1, dim=1, largest=False).indices.tolist()
-    tgg = torch.topk(d_all[m:, m:], k1, dim=1, largest=False).indices.tolist()
-    thalf = [row[:k1 // 2] for row in tgg]
-    h = [[x for x in thalf[a] if a in thalf[x]] for a in range(n)]
-    q_vec, g_vec = torch.zeros(m, n), torch.zeros(n, n)
-    for p in range(m):
-        r = [t - m for t in tq[p] if t >= m and p in tg_all[t - m]]
-        p0, walk, merged, extended = set(r), list(r), set(r), False
-        i = 0
-        while i < len(walk):  # the published loop walks a list that its first merge extends
-            cand = walk[i]
-            if len(p0 & set(h[cand])) >= threshold * len(h[cand]):
-                merged |= set(h[cand])
-                if not extended:
-                    walk += h[cand]
-                    extended = True
-            i += 1
-        q_vec[p, sorted(merged)] = 1
-    for a in range(n):
-        r = [x for x in tgg[a] if a in tgg[x]]
-        others, merged = r[1:], set(r)
-        for x in others:
-            if len(set(others) & set(h[x])) >= threshold * len(h[x]):
-                merged |= set(h[x])
-        g_vec[a, sorted(merged)] = 1
-    for p in range(m):  # in place: earlier queries are already expanded
-        total = torch.zeros(n)
-        for j in tq[p][:k2]:
-            total += q_vec[j] if j < m else g_vec[j - m]
-        q_vec[p] = total / len(tq[p][:k2])
-    for a in range(n):
-        total = torch.zeros(n)
-        for x in tgg[a][1:k2 + 1]:
-            total += g_vec[x]
-        g_vec[a] = total / len(tgg[a][1:k2 + 1])
-    inter = torch.minimum(q_vec[:, None, :], g_vec[None, :, :]).sum(2)
-    union = torch.maximum(q_vec[:, None, :], g_vec[None, :, :]).sum(2)
-    jaccard = 1 - inter / union
-    return ((1 - lambda_value) * F.normalize(squared_euclidean(q, g), p=2, dim=1) + lambda_value * jaccard).numpy()
 
 
 def _clustered(seed, players=12, per_player=14, dim=8, sigma=0.35, duplicates=True):
@@ -106,7 +32,7 @@ def _clustered(seed, players=12, per_player=14, dim=8, sigma=0.35, duplicates=Tr
 def test_classic_equals_plain_dense_version(seed, k1, k2, lambda_value):
     q, g = _clustered(seed)
     qg, qq, gg = squared_euclidean(q, g), squared_euclidean(q, q), squared_euclidean(g, g)
-    expected = _plain_classic(qg, qq, gg, k1, k2, lambda_value)
+    expected = plain_classic(qg, qq, gg, k1, k2, lambda_value)
     got = classic(qg, qq, gg, k1=k1, k2=k2, lambda_value=lambda_value)
     assert got.dtype == np.float32 and got.shape == qg.shape
     assert np.abs(got - expected).max() <= 1e-6
@@ -115,7 +41,7 @@ def test_classic_equals_plain_dense_version(seed, k1, k2, lambda_value):
 @pytest.mark.parametrize("seed, k1, k2, threshold", [(0, 20, 6, 2 / 3), (1, 10, 4, 2 / 3), (2, 8, 3, 0.5), (3, 20, 6, 0.9)])
 def test_hard_weight_equals_plain_dense_version(seed, k1, k2, threshold):
     q, g = _clustered(seed, sigma=0.5)
-    expected = _plain_hard_weight(q, g, k1, k2, 0.7, threshold)
+    expected = plain_hard_weight(q, g, k1, k2, 0.7, threshold)
     got = hard_weight(q, g, k1=k1, k2=k2, lambda_value=0.7, expansion_threshold=threshold)
     assert got.dtype == np.float32 and got.shape == (len(q), len(g))
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
