@@ -4,7 +4,8 @@
     python predict.py --checkpoint model/eva/best.pth model/eva02/best.pth model/beit/best.pth --flip
     python predict.py --checkpoint model/<run>/best.pth --splits challenge --distances hard --device cuda
 
-Each checkpoint rebuilds its model from the training configuration it carries. Outputs in output_dir:
+Each checkpoint rebuilds its model from the training configuration it carries. Outputs in output_dir
+(default outputs/predictions):
   <model>/features_<split>.npz     features + ids in evaluation order (keys: see reid/features.py)
   <model>/<split>_<distance>.csv   distance matrix in the submission format (test: player ids,
                                    challenge: file numbers), distance = raw | classic | hard
@@ -40,7 +41,7 @@ class Configuration:
     """One checkpoint (best.pth or last.pth of a training run) or several (their matrices are also averaged)."""
     data_dir: Path = Path("data")
     """Folder that holds data_reid/ (train_df.csv and challenge_df.csv from preprocess_data.py, images)."""
-    output_dir: Path = Path("predictions")
+    output_dir: Path = Path("outputs/predictions")
     """Where the features, matrices, scores and config.json go (one subfolder per model, one for the ensemble)."""
     splits: tuple[Literal["test", "challenge"], ...] = ("test", "challenge")
     """Splits to predict: test (ids are player ids, scored) and challenge (ids are file numbers)."""

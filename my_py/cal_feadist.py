@@ -1,8 +1,8 @@
 """Intra- vs inter-player distances of saved features: a statistics table and a histogram.
 
-    python my_py/cal_feadist.py --features predictions/<model>/features_test.npz
-    python my_py/cal_feadist.py --features predictions/<model>/features_test.npz --pairs query-gallery
-    python my_py/cal_feadist.py --features predictions/<model>/features_test.npz --metric euclidean --output-dir stats/
+    python my_py/cal_feadist.py --features outputs/predictions/<model>/features_test.npz
+    python my_py/cal_feadist.py --features outputs/predictions/<model>/features_test.npz --pairs query-gallery
+    python my_py/cal_feadist.py --features outputs/predictions/<model>/features_test.npz --metric euclidean --output-dir outputs/stats
 
 Reads a features file of predict.py (``.npz``; keys in reid/features.py) and measures the distance of
 every pair of images (``--pairs all``), of queries only, of gallery images only, or of each query

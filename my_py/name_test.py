@@ -1,7 +1,7 @@
 """Which image each row and column of a saved test matrix is: two CSVs of image names in matrix order.
 
     python my_py/name_test.py --data-dir data
-    python my_py/name_test.py --data-dir data --output-dir names --matrix predictions/<model>/test_hard.csv
+    python my_py/name_test.py --data-dir data --output-dir outputs/names --matrix outputs/predictions/<model>/test_hard.csv
 
 Matrices of predict.py (and the fused ones) follow the test split's evaluation order: rows are
 the queries, columns the gallery images, each sorted by (player, frame); their ids are player ids.
@@ -26,7 +26,7 @@ from reid.prediction import write_split_names  # noqa: E402
 class Configuration:
     data_dir: Path = Path("data")
     """Folder that holds data_reid/ (with the CSVs of preprocess_data.py)."""
-    output_dir: Path = Path("names")
+    output_dir: Path = Path("outputs/names")
     """Where test_query_names.csv and test_gallery_names.csv go."""
     matrix: Path | None = None
     """A saved test matrix (submission CSV) to check against the names first; None = no check."""

@@ -1,8 +1,8 @@
 """t-SNE map of saved features, one colour per player: does the model group each player's images?
 
-    python my_py/plot_fea.py --features predictions/<model>/features_test.npz
-    python my_py/plot_fea.py --features predictions/<model>/features_test.npz --images query --output tsne_query.png
-    python my_py/plot_fea.py --features predictions/<model>/features_challenge.npz --max-images 3000
+    python my_py/plot_fea.py --features outputs/predictions/<model>/features_test.npz
+    python my_py/plot_fea.py --features outputs/predictions/<model>/features_test.npz --images query --output tsne_query.png
+    python my_py/plot_fea.py --features outputs/predictions/<model>/features_challenge.npz --max-images 3000
 
 Reads a features file of predict.py (``.npz``; keys in reid/features.py). Queries are drawn as stars,
 gallery images as dots, each player's id at the centre of its points. Challenge features carry no
