@@ -17,6 +17,7 @@ output_dir (default: <checkpoint folder>/evaluate_<checkpoint name>/):
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -77,6 +78,9 @@ class Configuration:
 def main(config: Configuration) -> dict[str, float]:
     if config.ranklist_queries > 0 and config.ranklist_distance != "raw" and not config.rerank:
         raise ValueError(f"--ranklist-distance {config.ranklist_distance} needs --rerank")
+    if config.split == "challenge":
+        raise ValueError("the challenge split has no identities to score: predict its matrices with predict.py "
+                         "(on the twin, score them with predict_fortestset.py --truth)")
     output_dir = config.output_dir or config.checkpoint.parent / f"evaluate_{config.checkpoint.stem}"
     device = resolve_device(config.device)
 
@@ -130,4 +134,7 @@ def main(config: Configuration) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(parse(Configuration))
+    try:
+        main(parse(Configuration))
+    except (ValueError, FileNotFoundError) as error:  # a bad file or option: say which and what, no traceback
+        sys.exit(f"error: {error}")

@@ -18,6 +18,7 @@ with predict_fortestset.py.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from reid.features import FeatureSet
 from reid.fusion import similarity_fusion
 from reid.prediction import (DistanceName, distance_matrices, model_names, rerank_settings, resolve_device,
                              score_matrices, scores_table, split_frames, split_matrix)
+
+ENSEMBLE = "ensemble"  # the output folder of the models' mean
 
 
 @dataclass
@@ -75,8 +78,12 @@ class Configuration:
 
 def main(config: Configuration) -> None:
     names = config.names or model_names(config.checkpoint)
-    if len(names) != len(config.checkpoint) or len(set(names)) != len(names):
-        raise ValueError(f"need one distinct name per checkpoint, got names {names} for {len(config.checkpoint)} checkpoint(s)")
+    if len(names) != len(config.checkpoint) or len(set(names)) != len(names) or ENSEMBLE in names:
+        raise ValueError(f"need one distinct name per checkpoint, other than {ENSEMBLE!r}; got names {names} "
+                         f"for {len(config.checkpoint)} checkpoint(s)")
+    missing = [str(path) for path in config.checkpoint if not path.is_file()]
+    if missing:  # before any work: a typo in the last of several checkpoints should not wait for the others
+        raise FileNotFoundError(f"checkpoint(s) not found: {', '.join(missing)}")
     device = resolve_device(config.device)
     frames = {split: split_frames(config.data_dir, split) for split in config.splits}
     save_config(config, config.output_dir / "config.json")
@@ -116,11 +123,11 @@ def main(config: Configuration) -> None:
     if config.ensemble and len(config.checkpoint) > 1:
         for (split, distance), matrices in collected.items():
             fused = similarity_fusion(matrices, decimals=None)
-            fused.write_csv(config.output_dir / "ensemble" / f"{split}_{distance}.csv")
+            fused.write_csv(config.output_dir / ENSEMBLE / f"{split}_{distance}.csv")
             if split == "test":
                 query, gallery = frames["test"]
-                scores.setdefault("ensemble", {}).update(score_matrices({distance: fused.values}, query, gallery))
-        print(f"== ensemble of {len(config.checkpoint)} models -> {config.output_dir / 'ensemble'}/")
+                scores.setdefault(ENSEMBLE, {}).update(score_matrices({distance: fused.values}, query, gallery))
+        print(f"== ensemble of {len(config.checkpoint)} models -> {config.output_dir / ENSEMBLE}/")
 
     # test-split scores
     if scores:
@@ -132,4 +139,7 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    main(parse(Configuration))
+    try:
+        main(parse(Configuration))
+    except (ValueError, FileNotFoundError) as error:  # a bad file or option: say which and what, no traceback
+        sys.exit(f"error: {error}")

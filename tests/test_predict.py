@@ -165,6 +165,10 @@ def test_predict_one_checkpoint_with_flip_and_chosen_outputs(twin, checkpoints, 
     assert np.abs(flipped.features - plain.features).max() > 1e-3
     with pytest.raises(ValueError, match="one distinct name per checkpoint"):
         predict.main(predict.Configuration(checkpoint=checkpoints, data_dir=twin, output_dir=tmp_path, names=["a"], **FAST))
+    with pytest.raises(FileNotFoundError, match=r"not found: .*typo\.pth"):
+        predict.main(predict.Configuration(checkpoint=[checkpoints[0], tmp_path / "typo.pth"], data_dir=twin,
+                                           output_dir=tmp_path / "never", **FAST))
+    assert not (tmp_path / "never").exists()  # stopped before any work
 
 
 def test_evaluate_scores_equal_the_training_evaluation_and_draw_a_rank_list(twin, checkpoints, predicted):
@@ -196,6 +200,8 @@ def test_evaluate_raw_only_and_option_errors(twin, checkpoints, tmp_path):
     with pytest.raises(ValueError, match="needs --rerank"):
         evaluate.main(evaluate.Configuration(checkpoint=checkpoints[1], data_dir=twin, output_dir=tmp_path, rerank=False,
                                              ranklist_distance="hard", **FAST))
+    with pytest.raises(ValueError, match="no identities"):
+        evaluate.main(evaluate.Configuration(checkpoint=checkpoints[1], data_dir=twin, split="challenge", **FAST))
     not_a_checkpoint = tmp_path / "weights.pth"
     torch.save({"weights": torch.zeros(1)}, not_a_checkpoint)
     with pytest.raises(ValueError, match="not a training checkpoint"):
