@@ -32,7 +32,7 @@ from reid.evaluation import evaluate_features, features_for_frame
 from reid.features import FeatureSet
 from reid.matrices import DistanceMatrix
 from reid.models import build_model
-from reid.prediction import choose_queries, model_names, split_frames
+from reid.prediction import choose_queries, distance_matrices, model_names, split_frames
 from reid.synthetic import generate_twin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +151,19 @@ def test_predict_scores_match_the_saved_test_matrices(twin, predicted):
     for row in table.itertuples():
         matrix = DistanceMatrix.read_csv(predicted / row.model / f"test_{row.distance}.csv")
         assert row.map == pytest.approx(metrics.mean_ap(matrix.values, matrix.query_ids, matrix.gallery_ids), abs=2e-3)
+
+
+def test_distance_matrices_from_torch_tensors_equal_numpy(predicted):
+    # the path predict.py and evaluate.py take on a GPU, here with CPU tensors
+    features = FeatureSet.load(predicted / "run2" / "features_test.npz")
+    query, gallery = features.query.features, features.gallery.features
+    from_numpy = distance_matrices(query, gallery, DISTANCES)
+    from_torch = distance_matrices(torch.from_numpy(query), torch.from_numpy(gallery), DISTANCES)
+    for name in DISTANCES:
+        assert isinstance(from_torch[name], np.ndarray) and from_torch[name].dtype == np.float32
+        np.testing.assert_allclose(from_torch[name], from_numpy[name], atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="unknown distance"):
+        distance_matrices(query, gallery, ("raw", "cosine"))
 
 
 def test_predict_one_checkpoint_with_flip_and_chosen_outputs(twin, checkpoints, predicted, tmp_path):
