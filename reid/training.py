@@ -184,17 +184,16 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             if env.is_main:
                 rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds})
                 _write_metrics(rows, run_dir)
-                score = scores[config.best_metric]
-                is_best = score > best["score"]
+                is_best = scores[config.best_metric] > best["score"]
                 if is_best:
-                    best = {"score": score, "epoch": epoch}
-                state = {"model": model.encoder.state_dict(), "criterion": model.criterion.state_dict(),
-                         "config": config_to_dict(config), "epoch": epoch, "scores": scores}
+                    best = {"score": scores[config.best_metric], "epoch": epoch}
+                weights = {"model": model.encoder.state_dict(), "criterion": model.criterion.state_dict(),
+                           "config": config_to_dict(config), "epoch": epoch, "scores": scores}
                 if is_best:
-                    save_checkpoint(state, run_dir / "best.pth")
-                save_checkpoint(state | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                         "scaler": scaler.state_dict() if scaler is not None else None,
-                                         "step": scheduler.last_epoch, "best": best, "rng": states},
+                    save_checkpoint(weights, run_dir / "best.pth")
+                save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                           "scaler": scaler.state_dict() if scaler is not None else None,
+                                           "step": scheduler.last_epoch, "best": best, "rng": states},
                                 run_dir / "last.pth")
                 log.info("saved %s%s", run_dir / "last.pth", f" and {run_dir / 'best.pth'} (best {config.best_metric})" if is_best else "")
             barrier()
