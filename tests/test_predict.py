@@ -28,7 +28,7 @@ from reid.catalog import challenge_frame, training_frame
 from reid.config import parse
 from reid.distance import squared_euclidean
 from reid.engine import save_checkpoint
-from reid.evaluation import evaluate_features, features_for_frame
+from reid.evaluation import evaluate_features
 from reid.features import FeatureSet
 from reid.matrices import DistanceMatrix
 from reid.models import build_model
