@@ -27,8 +27,8 @@ import torch
 from reid import metrics, rerank
 from reid.data import load_train_frame, query_gallery, split_train_test
 from reid.distance import squared_euclidean
-from reid.evaluation import SCORES, score_distances
 from reid.download import DATA_FOLDER
+from reid.evaluation import SCORES, score_distances
 from reid.matrices import DistanceMatrix
 
 DistanceName = Literal["raw", "classic", "hard"]
