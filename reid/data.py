@@ -1,0 +1,250 @@
+"""Datasets over the DataFrames of ``preprocess_data.py``, image reading and the unique-player batch sampler.
+
+Image path of a row = ``data_dir / "data_reid" / folder / f"{img_id}.jpeg"`` (both DataFrames).
+
+Training randomness is a function of ``(seed, epoch)`` only: the sampler draws the order and one seed
+per image each epoch, and the training dataset derives the partner image, the flip and the
+augmentations of an item from that item seed. The batches, and therefore the weights, do not depend
+on the number of data-loading workers, and a run resumed after epoch k sees the same data as one that
+was never interrupted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms.v2 import functional as TF
+
+from reid.download import DATA_FOLDER
+
+TRAIN_COLUMNS = ("img_id", "folder", "player", "game", "split", "img_type", "fold")
+
+
+class ImageReadError(RuntimeError):
+    """An image file exists but cannot be decoded (truncated, not an image)."""
+
+
+def image_path(data_dir: str | Path, folder: str, img_id: str | int) -> Path:
+    """The file of one DataFrame row: ``data_dir/data_reid/folder/img_id.jpeg``."""
+    return Path(data_dir) / DATA_FOLDER / str(folder) / f"{img_id}.jpeg"
+
+
+def image_paths(df: pd.DataFrame, data_dir: str | Path) -> list[Path]:
+    """The image file of every row of ``df`` (columns ``folder``, ``img_id``), in row order."""
+    return [image_path(data_dir, folder, img_id) for folder, img_id in zip(df["folder"], df["img_id"])]
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Read an image file as RGB uint8 (3, H, W); a missing or unreadable file raises naming its path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"cannot decode image {path}: {error}") from None
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+
+
+def load_train_frame(data_dir: str | Path) -> pd.DataFrame:
+    """Read ``data_dir/data_reid/train_df.csv`` (written by ``preprocess_data.py``) and check its columns."""
+    path = Path(data_dir) / DATA_FOLDER / "train_df.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run download_data.py and preprocess_data.py first "
+                                f"(or pass --data-dir, the folder that holds data_reid/)")
+    frame = pd.read_csv(path, dtype={"img_id": str, "folder": str})
+    missing = [column for column in TRAIN_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(TRAIN_COLUMNS)}")
+    return frame
+
+
+def player_labels(players: Sequence[int] | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Player ids -> (labels (N,) int64 in [0, P), the P distinct player ids sorted); labels index them."""
+    classes, labels = np.unique(np.asarray(players), return_inverse=True)
+    return labels.astype(np.int64), classes
+
+
+def split_train_test(df: pd.DataFrame, fold: int = -1, train_on_all: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``train_df.csv`` -> (training rows, held-out rows), as the paper's scripts split it.
+
+    fold: -1 = the given ``split`` column (train / test); k >= 0 = cross-validation fold k held out.
+    train_on_all: train on every row (test included); the held-out rows are then the test split,
+    whose scores are no longer an unbiased estimate.
+    """
+    if fold == -1:
+        held_out = df[df["split"] == "test"]
+        train = df[df["split"] == "train"]
+    else:
+        if fold not in set(df["fold"]):
+            raise ValueError(f"fold {fold} does not exist; folds in the data: {sorted(set(df['fold']))}")
+        held_out = df[df["fold"] == fold]
+        train = df[df["fold"] != fold]
+    if train_on_all:
+        train, held_out = df, df[df["split"] == "test"]
+    if train.empty or held_out.empty:
+        raise ValueError(f"empty split: {len(train)} training rows, {len(held_out)} held-out rows (fold={fold})")
+    return train.reset_index(drop=True), held_out.reset_index(drop=True)
+
+
+def sort_for_evaluation(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in evaluation order: test-style names ``{player}_{sequence}_{frame}`` by (player, frame,
+    name); challenge-style numeric names by number."""
+    names = df["img_id"].astype(str)
+    if names.str.fullmatch(r"\d+").all():
+        key = names.astype(np.int64)
+        return df.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key").reset_index(drop=True)
+    frame = names.str.rsplit("_", n=1).str[-1].astype(np.int64)
+    return (df.assign(_frame=frame, _name=names).sort_values(["player", "_frame", "_name"], kind="stable")
+            .drop(columns=["_frame", "_name"]).reset_index(drop=True))
+
+
+def query_gallery(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Held-out rows -> (query rows, gallery rows), each in evaluation order (``img_type`` q / g)."""
+    ordered = sort_for_evaluation(df)
+    query = ordered[ordered["img_type"] == "q"].reset_index(drop=True)
+    gallery = ordered[ordered["img_type"] == "g"].reset_index(drop=True)
+    if query.empty or gallery.empty:
+        raise ValueError(f"need query and gallery images, got {len(query)} queries and {len(gallery)} gallery images")
+    return query, gallery
+
+
+class ImageDataset(Dataset):
+    """Images in a fixed order for feature extraction: item i = ``transform(read_image(paths[i]))``."""
+
+    def __init__(self, paths: Sequence[str | Path], transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(read_image(self.paths[index]))
+
+
+class PairDataset(Dataset):
+    """Training pairs: item ``(i, item_seed)`` -> (image i, another image of the same player, label).
+
+    paths: N image files; labels: (N,) int64 class index of each image's player. The partner is drawn
+    among the player's other images (the image itself when it is the player's only one); with
+    probability ``prob_flip`` both images are flipped horizontally. All of it, augmentations included,
+    is drawn from ``item_seed``, so the same key gives the same item in any worker or process.
+    Returns two float32 (3, H, W) tensors and a () int64 label.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], labels: np.ndarray, transform: Callable[[torch.Tensor], torch.Tensor],
+                 prob_flip: float = 0.5) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        self.paths = [Path(p) for p in paths]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+        self.prob_flip = prob_flip
+        order = np.argsort(self.labels, kind="stable")
+        starts = np.searchsorted(self.labels[order], np.unique(self.labels))
+        self._groups = dict(zip(np.unique(self.labels).tolist(), np.split(order, starts[1:])))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index, item_seed = key
+        generator = torch.Generator().manual_seed(item_seed)
+        label = int(self.labels[index])
+        others = self._groups[label][self._groups[label] != index]
+        partner = int(others[torch.randint(len(others), (1,), generator=generator)]) if len(others) else index
+        flip = bool(torch.rand(1, generator=generator) < self.prob_flip)
+        # The v2 transforms draw from the global generator: seed it for this item only.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed)
+            query = self.transform(read_image(self.paths[index]))
+            gallery = self.transform(read_image(self.paths[partner]))
+        if flip:
+            query, gallery = TF.horizontal_flip(query), TF.horizontal_flip(gallery)
+        return query, gallery, torch.tensor(label)
+
+
+class UniquePlayerBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches in which no player appears twice (InfoNCE takes every other item as a negative).
+
+    Each epoch (``set_epoch``) the images are shuffled from ``(seed, epoch)`` and packed greedily into
+    global batches of ``batch_size * world_size`` distinct players; images that cannot complete a
+    batch at the end of the epoch are left out of it. Rank r takes slice r of every global batch, so
+    ranks get disjoint shares, the same number of batches, and the players of all ranks' batches are
+    distinct together (the loss gathers them). Yields, per batch, a list of ``(image index, item seed)``.
+    labels: (N,) player label of each image.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.labels = np.asarray(labels)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._plan_cache: tuple[int, list[np.ndarray], np.ndarray] | None = None
+        num_players = len(np.unique(self.labels))
+        if batch_size < 1 or num_players < batch_size * world_size:
+            raise ValueError(f"a batch of {batch_size} x {world_size} rank(s) needs as many distinct players; "
+                             f"the training data has {num_players}")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration yields."""
+        self.epoch = epoch
+
+    def global_batches(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """This epoch's (global batches of image indices, item seed of every image)."""
+        if self._plan_cache is None or self._plan_cache[0] != self.epoch:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = rng.permutation(len(self.labels))
+            item_seeds = rng.integers(0, 2**62, size=len(self.labels))
+            self._plan_cache = (self.epoch, _pack_unique(order, self.labels, self.batch_size * self.world_size), item_seeds)
+        return self._plan_cache[1], self._plan_cache[2]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        batches, item_seeds = self.global_batches()
+        start, stop = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        for batch in batches:
+            yield [(int(i), int(item_seeds[i])) for i in batch[start:stop]]
+
+    def __len__(self) -> int:
+        return len(self.global_batches()[0])
+
+
+def _pack_unique(order: np.ndarray, labels: np.ndarray, size: int) -> list[np.ndarray]:
+    """Greedy packing of ``order`` into batches of ``size`` distinct labels; an image whose player is
+    already in the batch waits (in order) for the next one. Stops when a batch cannot be filled."""
+    labels = labels.tolist()  # Python ints: fast set membership
+    batches: list[np.ndarray] = []
+    waiting: list[int] = []
+    position = 0
+    while True:
+        batch: list[int] = []
+        players: set[int] = set()
+        still_waiting: list[int] = []
+        for index in waiting:
+            if len(batch) < size and labels[index] not in players:
+                batch.append(index)
+                players.add(labels[index])
+            else:
+                still_waiting.append(index)
+        while len(batch) < size and position < len(order):
+            index = int(order[position])
+            position += 1
+            if labels[index] in players:
+                still_waiting.append(index)
+            else:
+                batch.append(index)
+                players.add(labels[index])
+        if len(batch) < size:
+            return batches
+        batches.append(np.asarray(batch))
+        waiting = still_waiting

@@ -1,0 +1,170 @@
+"""Image encoders: any timm model or an open_clip visual tower, one embedding per image.
+
+``build_model(config)`` reads these attributes (or keys) of ``config``:
+
+- ``model``: a timm name (``eva_large_patch14_336.in22k_ft_in22k_in1k``, ``resnet50``) or
+  ``open_clip:<name>:<pretrained tag>`` (``open_clip:ViT-L-14:openai``);
+- ``pretrained`` (bool): load the pretrained weights: from ``pretrained_file`` when set (a local file,
+  for machines without internet: timm's weights file, or open_clip's full CLIP checkpoint), else from
+  the hub by name; False = random initialisation;
+- ``img_size``: None (the model's own), one int (square) or (height, width);
+- ``mean`` / ``std``: None (the model's own normalisation) or three floats;
+- ``remove_proj`` (open_clip ViTs): drop the final projection, the embedding is the tower's width;
+- ``grad_checkpointing``: trade compute for memory (timm and open_clip transformers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild an encoder (see the module docstring for each field)."""
+
+    model: str
+    pretrained: bool = False
+    pretrained_file: Path | None = None
+    img_size: tuple[int, ...] | int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    remove_proj: bool = True
+    grad_checkpointing: bool = False
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelSpec:
+        """Pick the spec's fields from a configuration object or a plain dict (missing -> defaults)."""
+        get = config.get if isinstance(config, Mapping) else (lambda name, default: getattr(config, name, default))
+        values = {f.name: get(f.name, f.default) for f in dataclasses.fields(cls) if f.name != "model"}
+        return cls(model=get("model", None), **values)
+
+
+class Encoder(nn.Module):
+    """An image backbone that maps (B, 3, H, W) normalised images to (B, embed_dim) embeddings.
+
+    Attributes: ``embed_dim``; ``img_size`` (height, width) the images must have; ``mean`` and ``std``
+    (per channel, for pixel values in [0, 1]) they must be normalised with.
+    """
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, img_size: tuple[int, int],
+                 mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.embed_dim = embed_dim
+        self.img_size = img_size
+        self.mean = mean
+        self.std = std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) float -> (B, embed_dim) embeddings (not normalised)."""
+        return self.backbone(images)
+
+
+def build_model(config: Any) -> Encoder:
+    """Build the encoder described by ``config`` (an object or dict with the fields of ``ModelSpec``)."""
+    spec = config if isinstance(config, ModelSpec) else ModelSpec.from_config(config)
+    if not spec.model:
+        raise ValueError("no model name given")
+    if spec.pretrained_file is not None and not Path(spec.pretrained_file).is_file():
+        raise FileNotFoundError(f"pretrained_file {spec.pretrained_file} does not exist")
+    if spec.model.startswith(OPEN_CLIP_PREFIX):
+        return _build_open_clip(spec)
+    return _build_timm(spec)
+
+
+def normalize_img_size(img_size: tuple[int, ...] | list[int] | int | None) -> tuple[int, int] | None:
+    """None -> None; 224 or (224,) -> (224, 224); (256, 128) -> (256, 128) as (height, width)."""
+    if img_size is None:
+        return None
+    sizes = (img_size,) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise ValueError(f"img_size must be one positive int or (height, width), got {img_size!r}")
+    return (sizes[0], sizes[0]) if len(sizes) == 1 else sizes  # type: ignore[return-value]
+
+
+def _triple(values: tuple[float, ...] | list[float] | None, name: str) -> tuple[float, float, float] | None:
+    if values is None:
+        return None
+    if len(values) != 3:
+        raise ValueError(f"{name} needs 3 values (one per RGB channel), got {values!r}")
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def _build_timm(spec: ModelSpec) -> Encoder:
+    import timm
+
+    img_size = normalize_img_size(spec.img_size)
+    kwargs: dict[str, Any] = {"num_classes": 0}  # num_classes=0: the pooled features, no classifier
+    pretrained_cfg = timm.get_pretrained_cfg(spec.model)
+    # Transformers with a fixed token grid must be built at the input size (pretrained position
+    # embeddings are resampled); CNNs take any size and reject the argument.
+    if img_size is not None and pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+        kwargs["img_size"] = img_size
+    if spec.pretrained and spec.pretrained_file is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(spec.pretrained_file)}
+    backbone = timm.create_model(spec.model, pretrained=spec.pretrained, **kwargs)
+    if spec.grad_checkpointing:
+        backbone.set_grad_checkpointing(True)
+    data_cfg = backbone.pretrained_cfg
+    default_size = tuple(data_cfg.get("input_size", (3, 224, 224))[1:])
+    return Encoder(backbone, embed_dim=backbone.num_features, img_size=img_size or default_size,
+                   mean=_triple(spec.mean, "mean") or tuple(data_cfg.get("mean", (0.485, 0.456, 0.406))),
+                   std=_triple(spec.std, "std") or tuple(data_cfg.get("std", (0.229, 0.224, 0.225))))
+
+
+def _build_open_clip(spec: ModelSpec) -> Encoder:
+    import open_clip
+
+    parts = spec.model[len(OPEN_CLIP_PREFIX):].split(":")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"open_clip models are written open_clip:<name>:<pretrained tag>, got {spec.model!r}")
+    name, tag = parts
+    img_size = normalize_img_size(spec.img_size)
+    kwargs: dict[str, Any] = {"force_image_size": img_size} if img_size is not None else {}
+    pretrained = None
+    if spec.pretrained:
+        pretrained = str(spec.pretrained_file) if spec.pretrained_file is not None else tag
+        # A weights file does not say which activation it was trained with (OpenAI's use QuickGELU).
+        if spec.pretrained_file is not None and open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False):
+            kwargs["force_quick_gelu"] = True
+    clip = open_clip.create_model(name, pretrained=pretrained, **kwargs)
+    visual = clip.visual
+    del clip  # the text tower is not needed
+    if spec.remove_proj and getattr(visual, "proj", None) is not None and "ViT" in name:
+        visual.proj = None
+    if spec.grad_checkpointing:
+        visual.set_grad_checkpointing(True)
+    embed_dim = _output_dim(visual, img_size or _pair(visual.image_size))
+    preprocess = getattr(visual, "preprocess_cfg", {}) or {}
+    return Encoder(visual, embed_dim=embed_dim, img_size=img_size or _pair(visual.image_size),
+                   mean=_triple(spec.mean, "mean") or tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                   std=_triple(spec.std, "std") or tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)))
+
+
+def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _output_dim(visual: nn.Module, img_size: tuple[int, int]) -> int:
+    proj = getattr(visual, "proj", "missing")
+    if isinstance(proj, torch.Tensor):
+        return int(proj.shape[1])
+    if proj is None and hasattr(visual, "transformer"):
+        return int(visual.transformer.width)
+    if getattr(visual, "output_dim", None):
+        return int(visual.output_dim)
+    with torch.no_grad():  # other towers: measure
+        was_training = visual.training
+        visual.eval()
+        dim = int(visual(torch.zeros(1, 3, *img_size)).shape[-1])
+        visual.train(was_training)
+        return dim
