@@ -525,27 +525,33 @@ DENSE_THRESHOLD = 12_000
 
 def rerank(query_feats: ArrayLike, gallery_feats: ArrayLike, method: Literal["classic", "hard_weight"] = "classic",
            k1: int = 20, k2: int = 6, lambda_value: float | None = None, topk: int | None = None,
-           device: str | torch.device = "cpu", dense_threshold: int = DENSE_THRESHOLD) -> RerankOutput:
+           device: str | torch.device | None = None, dense_threshold: int = DENSE_THRESHOLD) -> RerankOutput:
     """Re-rank from features with the dense reference path up to ``dense_threshold`` images, sparse above.
 
-    query_feats (m, d), gallery_feats (n, d) L2-normalised float32; the distance is squared Euclidean.
-    method: ``classic`` (``classic`` on the three distance matrices, or ``classic_from_features``) or
-    ``hard_weight``. lambda_value None = the method's default (0.3 classic, 0.7 hard-weight). Both paths
-    give the same numbers within 1e-5; the dense one holds N x N matrices (N = m + n), the sparse one
-    O(N k1) plus one block. Returns the (m, n) float32 numpy matrix, or ``(indices, distances)`` of each
+    query_feats (m, d), gallery_feats (n, d) L2-normalised float32 (numpy or torch); the distance is
+    squared Euclidean. method: ``classic`` (``classic`` on the three distance matrices, or
+    ``classic_from_features``) or ``hard_weight``. lambda_value None = the method's default (0.3
+    classic, 0.7 hard-weight). device None = where the features are (numpy: the CPU). Both paths give
+    the same numbers within 1e-5; the dense one holds N x N matrices (N = m + n), the sparse one O(N k1)
+    plus one block. Returns the (m, n) float32 numpy matrix, or ``(indices, distances)`` of each
     query's ``topk`` best gallery items (ascending) when topk is given.
     """
     if method not in ("classic", "hard_weight"):
         raise ValueError(f"unknown re-ranking method {method!r}; expected 'classic' or 'hard_weight'")
     weight = {"lambda_value": lambda_value} if lambda_value is not None else {}
+    if device is None:
+        device = query_feats.device if isinstance(query_feats, torch.Tensor) else "cpu"
     if len(query_feats) + len(gallery_feats) > dense_threshold:
         sparse = classic_from_features if method == "classic" else hard_weight_from_features
         return sparse(query_feats, gallery_feats, k1=k1, k2=k2, topk=topk, device=device, **weight)
-    q, g = as_tensor(query_feats, device=device), as_tensor(gallery_feats, device=device)
+    q, g = query_feats, gallery_feats
+    if not (isinstance(q, np.ndarray) and torch.device(device).type == "cpu"):  # numpy on the CPU stays numpy
+        q, g = as_tensor(q, device=device), as_tensor(g, device=device)
     if method == "classic":
         out = classic(squared_euclidean(q, g), squared_euclidean(q, q), squared_euclidean(g, g), k1=k1, k2=k2, **weight)
     else:
         out = hard_weight(q, g, k1=k1, k2=k2, **weight)
+    out = as_tensor(out)
     if topk is None:
         return out.cpu().numpy()
     if not 1 <= topk <= len(gallery_feats):

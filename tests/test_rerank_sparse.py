@@ -158,6 +158,19 @@ def test_rerank_picks_dense_or_sparse_by_size():
         rerank(q, g, method="fast")
 
 
+def test_prediction_and_evaluation_switch_to_the_sparse_path_above_the_threshold():
+    from reid.evaluation import evaluate_features
+    from reid.prediction import distance_matrices
+
+    q, g, q_ids, g_ids = clustered_features(20, 200, 32, num_ids=20, noise=2.0, seed=10)
+    dense, sparse = distance_matrices(q, g), distance_matrices(q, g, dense_threshold=100)
+    for name in ("raw", "classic", "hard"):
+        np.testing.assert_allclose(sparse[name], dense[name], rtol=0, atol=TOLERANCE)
+    dense_scores = evaluate_features(q, g, q_ids, g_ids)
+    sparse_scores = evaluate_features(q, g, q_ids, g_ids, dense_threshold=100)
+    assert sparse_scores == pytest.approx(dense_scores, abs=1e-9)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("rerank", [classic_from_features, hard_weight_from_features])
 def test_cuda_equals_cpu(rerank):
