@@ -20,18 +20,20 @@ def as_tensor(array: ArrayLike, device: str | torch.device | None = None, dtype:
     return tensor.to(device=device if device is not None else tensor.device, dtype=dtype)
 
 
-def squared_euclidean(x: ArrayLike, y: ArrayLike, block_size: int | None = None) -> ArrayLike:
+def squared_euclidean(x: ArrayLike, y: ArrayLike, block_size: int | None = None, *, y_squared_norms: torch.Tensor | None = None) -> ArrayLike:
     """Squared Euclidean distance between the rows of ``x`` and ``y``.
 
     x: (a, d), y: (b, d) float32 features (numpy or torch, CPU or CUDA).
     Returns (a, b) float32, ``D[i, j] = |x_i|^2 + |y_j|^2 - 2 x_i.y_j`` (bit-identical to the
     published evaluation code's ``addmm``), as numpy when ``x`` is numpy, else a tensor on x's device.
     block_size: rows of ``x`` per matmul (bounds the temporary memory of huge products); None = one block.
+    y_squared_norms: (b,) ``y.pow(2).sum(1)`` if already known (callers that walk ``x`` in many calls
+    against the same ``y`` pass it to avoid recomputing it each time; the result is the same).
     """
     is_numpy = isinstance(x, np.ndarray)
     xt = as_tensor(x)
     yt = as_tensor(y, device=xt.device)
-    y_norms = yt.pow(2).sum(dim=1)  # (b,)
+    y_norms = yt.pow(2).sum(dim=1) if y_squared_norms is None else y_squared_norms  # (b,)
     out = torch.empty((xt.shape[0], yt.shape[0]), dtype=torch.float32, device=xt.device)
     step = block_size or max(xt.shape[0], 1)
     for start in range(0, xt.shape[0], step):

@@ -45,21 +45,22 @@ def score_distances(dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.nda
 
 
 def evaluate_features(query_feats: np.ndarray, gallery_feats: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
-                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7, rerank_distances: bool = True) -> dict[str, float]:
+                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7, rerank_distances: bool = True,
+                      dense_threshold: int = rerank.DENSE_THRESHOLD) -> dict[str, float]:
     """Scores of one feature set: keys ``<score>_<distance>`` (``map_raw``, ``rank1_classic``, ``minp_hard``, ...).
 
     query_feats: (m, D), gallery_feats: (n, D) L2-normalised float32; ids: (m,), (n,) player ids.
     Classic re-ranking gets the squared Euclidean qg / qq / gg matrices; hard-weight re-ranking the
     features (as the published code). rerank_distances=False: raw scores only (re-ranked ones NaN).
+    Above ``dense_threshold`` images (m + n) the re-rankings take the sparse path (``reid.rerank.rerank``).
     """
     query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
     dist_qg = squared_euclidean(query_feats, gallery_feats)  # (m, n)
     distances = {"raw": dist_qg}
     if rerank_distances:
-        distances["classic"] = rerank.classic(dist_qg, squared_euclidean(query_feats, query_feats),
-                                              squared_euclidean(gallery_feats, gallery_feats),
-                                              k1=k1, k2=k2, lambda_value=lambda_value)
-        distances["hard"] = rerank.hard_weight(query_feats, gallery_feats, k1=k1, k2=k2, lambda_value=lambda_value)
+        settings = {"k1": k1, "k2": k2, "lambda_value": lambda_value, "dense_threshold": dense_threshold}
+        distances["classic"] = rerank.rerank(query_feats, gallery_feats, "classic", **settings)
+        distances["hard"] = rerank.rerank(query_feats, gallery_feats, "hard_weight", **settings)
     values = {name: score_distances(np.asarray(dist), query_ids, gallery_ids) for name, dist in distances.items()}
     return {f"{score}_{name}": values[name][score] if name in values else math.nan for score in SCORES for name in DISTANCES}
 

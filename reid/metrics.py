@@ -19,7 +19,7 @@ Building blocks (for blockwise evaluation from features or from a top-K form): `
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -262,10 +262,16 @@ def evaluate(distmat: Array, query_ids, gallery_ids, query_cams=None, gallery_ca
     Same numbers as the separate calls; cuhk03 is the only one drawing random numbers, so seeding
     numpy once before this call equals seeding before ``cmc(config="cuhk03")``.
     """
+    return evaluate_ranked(ranked_blocks(distmat, query_ids, gallery_ids, query_cams, gallery_cams), topk, rng)
+
+
+def evaluate_ranked(blocks: Iterable[RankedGallery], topk: int = 100, rng: np.random.RandomState | None = None) -> Scores:
+    """``evaluate`` on ranked query blocks given in query order (from ``ranked_blocks`` or built
+    elsewhere, e.g. from features block by block: ``reid.blockwise_metrics``)."""
     aps, inps = [], []
     totals = {name: np.zeros(topk) for name in CMC_CONFIGS}
     counts = dict.fromkeys(CMC_CONFIGS, 0)
-    for ranked in ranked_blocks(distmat, query_ids, gallery_ids, query_cams, gallery_cams):
+    for ranked in blocks:
         aps.append(_numpy(average_precision(ranked)))
         inps.append(_numpy(inverse_negative_penalty(ranked)))
         for name in CMC_CONFIGS:

@@ -84,11 +84,14 @@ def rerank_settings(training_config: dict, k1: int | None = None, k2: int | None
 
 
 def distance_matrices(query_feats: np.ndarray, gallery_feats: np.ndarray, distances: Sequence[DistanceName] = DISTANCE_NAMES,
-                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7) -> dict[str, np.ndarray]:
+                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7,
+                      dense_threshold: int = rerank.DENSE_THRESHOLD) -> dict[str, np.ndarray]:
     """{distance name: (num_query, num_gallery) float32} for each name of ``distances`` (see the module docstring).
 
     query_feats: (m, D), gallery_feats: (n, D) L2-normalised float32 (numpy or torch; a CUDA tensor
-    computes on the GPU). k1, k2, lambda_value: both re-rankings' settings.
+    computes on the GPU). k1, k2, lambda_value: both re-rankings' settings. dense_threshold: above this
+    many images (m + n) the re-rankings take the sparse path (``reid.rerank.rerank``: same numbers
+    within 1e-5, no N x N matrix).
     """
     unknown = sorted(set(distances) - set(DISTANCE_NAMES))
     if unknown:
@@ -97,12 +100,11 @@ def distance_matrices(query_feats: np.ndarray, gallery_feats: np.ndarray, distan
     matrices = {}
     if "raw" in distances:
         matrices["raw"] = dist_qg
+    settings = {"k1": k1, "k2": k2, "lambda_value": lambda_value, "dense_threshold": dense_threshold}
     if "classic" in distances:
-        matrices["classic"] = rerank.classic(dist_qg, squared_euclidean(query_feats, query_feats),
-                                             squared_euclidean(gallery_feats, gallery_feats), k1=k1, k2=k2,
-                                             lambda_value=lambda_value)
+        matrices["classic"] = rerank.rerank(query_feats, gallery_feats, "classic", **settings)
     if "hard" in distances:
-        matrices["hard"] = rerank.hard_weight(query_feats, gallery_feats, k1=k1, k2=k2, lambda_value=lambda_value)
+        matrices["hard"] = rerank.rerank(query_feats, gallery_feats, "hard_weight", **settings)
     return {name: _numpy_float32(matrices[name]) for name in distances}
 
 

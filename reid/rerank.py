@@ -9,11 +9,18 @@ weights: neighbour lists are taken blockwise, the k-reciprocal weights are spars
 distances are summed only over the non-zero entries both rows share. Inputs may be numpy arrays or
 torch tensors (CPU or CUDA); the work runs with torch on that device (numpy: on the CPU) and the
 result has the input's kind.
+
+Past the challenge size, re-rank from features instead (``reid.rerank_sparse``, re-exported here):
+``classic_from_features`` / ``hard_weight_from_features`` give the same numbers in O(N k) memory,
+as a full matrix or each query's top K; ``classic_blocks`` / ``hard_weight_blocks`` stream the
+re-ranked rows block by block (for ``reid.blockwise_metrics``); ``rerank`` picks the dense or the
+sparse path by size.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 import numpy as np
 import torch
@@ -500,3 +507,53 @@ def _sum_of_minima(left: _Sparse, right: _Sparse, num_left: int, num_right: int,
         out.index_add_(0, left.rows[source][keep] * num_right + other[keep], minima[keep].double())
         start = stop
     return out.reshape(num_left, num_right)
+
+
+# Features-in entry points that scale past 100,000 images (never an N x N matrix): reid.rerank_sparse.
+from reid.rerank_sparse import (  # noqa: E402
+    RerankOutput,
+    classic_blocks,
+    classic_from_features,
+    collect_blocks,
+    hard_weight_blocks,
+    hard_weight_from_features,
+)
+
+DENSE_THRESHOLD = 12_000
+"""Default largest N = queries + gallery re-ranked by the dense functions (the challenge's 10,123 is)."""
+
+
+def rerank(query_feats: ArrayLike, gallery_feats: ArrayLike, method: Literal["classic", "hard_weight"] = "classic",
+           k1: int = 20, k2: int = 6, lambda_value: float | None = None, topk: int | None = None,
+           device: str | torch.device | None = None, dense_threshold: int = DENSE_THRESHOLD) -> RerankOutput:
+    """Re-rank from features with the dense reference path up to ``dense_threshold`` images, sparse above.
+
+    query_feats (m, d), gallery_feats (n, d) L2-normalised float32 (numpy or torch); the distance is
+    squared Euclidean. method: ``classic`` (``classic`` on the three distance matrices, or
+    ``classic_from_features``) or ``hard_weight``. lambda_value None = the method's default (0.3
+    classic, 0.7 hard-weight). device None = where the features are (numpy: the CPU). Both paths give
+    the same numbers within 1e-5; the dense one holds N x N matrices (N = m + n), the sparse one O(N k1)
+    plus one block. Returns the (m, n) float32 numpy matrix, or ``(indices, distances)`` of each
+    query's ``topk`` best gallery items (ascending) when topk is given.
+    """
+    if method not in ("classic", "hard_weight"):
+        raise ValueError(f"unknown re-ranking method {method!r}; expected 'classic' or 'hard_weight'")
+    weight = {"lambda_value": lambda_value} if lambda_value is not None else {}
+    if device is None:
+        device = query_feats.device if isinstance(query_feats, torch.Tensor) else "cpu"
+    if len(query_feats) + len(gallery_feats) > dense_threshold:
+        sparse = classic_from_features if method == "classic" else hard_weight_from_features
+        return sparse(query_feats, gallery_feats, k1=k1, k2=k2, topk=topk, device=device, **weight)
+    q, g = query_feats, gallery_feats
+    if not (isinstance(q, np.ndarray) and torch.device(device).type == "cpu"):  # numpy on the CPU stays numpy
+        q, g = as_tensor(q, device=device), as_tensor(g, device=device)
+    if method == "classic":
+        out = classic(squared_euclidean(q, g), squared_euclidean(q, q), squared_euclidean(g, g), k1=k1, k2=k2, **weight)
+    else:
+        out = hard_weight(q, g, k1=k1, k2=k2, **weight)
+    out = as_tensor(out)
+    if topk is None:
+        return out.cpu().numpy()
+    if not 1 <= topk <= len(gallery_feats):
+        raise ValueError(f"topk must be in [1, {len(gallery_feats)}] (the gallery size), got {topk}")
+    return collect_blocks([(0, out)], len(query_feats), len(gallery_feats), topk)
