@@ -29,10 +29,10 @@ import torch
 from reid.config import parse, save_config
 from reid.data import image_paths
 from reid.engine import autocast_dtype, load_checkpoint, load_encoder
-from reid.evaluation import features_for_frame, format_scores
+from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
 from reid.plots import plot_rank_list
-from reid.prediction import (DistanceName, choose_queries, distance_matrices, held_out_split, query_average_precision,
-                             rerank_settings, resolve_device, score_matrices, scores_table, split_frames)
+from reid.prediction import (choose_queries, held_out_split, query_average_precision, rerank_settings, resolve_device,
+                             scores_table, split_frames)
 
 
 @dataclass
@@ -109,7 +109,7 @@ def main(config: Configuration) -> dict[str, float]:
     distances = ("raw", "classic", "hard") if config.rerank else ("raw",)
     matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], distances, **settings,
                                  dense_threshold=config.dense_rerank_limit)
-    scores = score_matrices(matrices, query, gallery)
+    scores = score_matrices(matrices, query["player"], gallery["player"])
     print(format_scores(scores))
 
     # save

@@ -29,11 +29,10 @@ import torch
 
 from reid.config import parse, save_config
 from reid.engine import autocast_dtype, load_encoder
-from reid.evaluation import features_for_frame, format_scores
+from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
 from reid.features import FeatureSet
 from reid.fusion import similarity_fusion
-from reid.prediction import (DistanceName, distance_matrices, model_names, rerank_settings, resolve_device,
-                             score_matrices, scores_table, split_frames, split_matrix)
+from reid.prediction import model_names, rerank_settings, resolve_device, scores_table, split_frames, split_matrix
 
 ENSEMBLE = "ensemble"  # the output folder of the models' mean
 
@@ -116,7 +115,7 @@ def main(config: Configuration) -> None:
                 matrix.write_csv(config.output_dir / name / f"{split}_{distance}.csv")
                 collected[split, distance].append(matrix)
             if split == "test":
-                scores[name] = score_matrices(matrices, query, gallery)
+                scores[name] = score_matrices(matrices, query["player"], gallery["player"])
             print(f"   {split}: {len(query)} queries x {len(gallery)} gallery -> {config.output_dir / name}/{split}_*.csv")
         del encoder
         if device.type == "cuda":
@@ -129,7 +128,7 @@ def main(config: Configuration) -> None:
             fused.write_csv(config.output_dir / ENSEMBLE / f"{split}_{distance}.csv")
             if split == "test":
                 query, gallery = frames["test"]
-                scores.setdefault(ENSEMBLE, {}).update(score_matrices({distance: fused.values}, query, gallery))
+                scores.setdefault(ENSEMBLE, {}).update(score_matrices({distance: fused.values}, query["player"], gallery["player"]))
         print(f"== ensemble of {len(config.checkpoint)} models -> {config.output_dir / ENSEMBLE}/")
 
     # test-split scores

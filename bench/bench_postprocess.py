@@ -232,7 +232,7 @@ def _print_table(config: Configuration, rows) -> None:
     threads = config.threads or torch.get_num_threads()
     print(f"\nchallenge-size post-processing ({config.queries} x {config.gallery}), torch threads {threads}; "
           "wall time per step in a fresh process, peak RSS above its loaded inputs")
-    print(f"| step | what | time (s) | peak above inputs (MB) | published (s) | speed-up | target (s) |")
+    print("| step | what | time (s) | peak above inputs (MB) | published (s) | speed-up | target (s) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for step, seconds, extra_mb in rows:
         published = PUBLISHED.get(step)

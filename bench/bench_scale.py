@@ -82,11 +82,9 @@ def run_case(size: str, config: Configuration) -> None:
     """Every step on one synthetic case, one table row per step."""
     num_query, num_gallery, dim, num_ids, noise = SIZES[size]
     query, gallery, query_ids, gallery_ids = clustered_features(num_query, num_gallery, dim, num_ids, noise, config.seed)
-    both = np.concatenate([query, gallery])
     compare = config.compare_dense and size != "msmt17" and config.topk is None
     step = lambda name, fn: _measure(size, name, fn)  # noqa: E731
-    step("neighbours (k=21, all N)", lambda: knn(both, 21, device=config.device))
-    del both
+    step("neighbours (k=21, all N)", lambda: knn(np.concatenate([query, gallery]), 21, device=config.device))
     raw_scores = step("metrics raw (from features)", lambda: evaluate_features(
         query, gallery, query_ids, gallery_ids, rng=np.random.RandomState(0), device=config.device))
     classic = step("classic (lambda 0.3)", lambda: classic_from_features(query, gallery, lambda_value=0.3, topk=config.topk, device=config.device))

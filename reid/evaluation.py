@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -21,12 +22,13 @@ from torch.utils.data import DataLoader
 
 from reid import metrics, rerank
 from reid.data import ImageDataset, image_paths
-from reid.distance import squared_euclidean
+from reid.distance import ArrayLike, squared_euclidean
 from reid.engine import extract_features
 from reid.models import Encoder
 from reid.transforms import eval_transform
 
-DISTANCES = ("raw", "classic", "hard")
+DistanceName = Literal["raw", "classic", "hard"]
+DISTANCES: tuple[DistanceName, ...] = ("raw", "classic", "hard")
 SCORES = ("map", "rank1", "rank5", "rank10", "minp")
 
 
@@ -44,25 +46,58 @@ def score_distances(dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.nda
     }
 
 
-def evaluate_features(query_feats: np.ndarray, gallery_feats: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
+def distance_matrices(query_feats: ArrayLike, gallery_feats: ArrayLike, distances: Sequence[DistanceName] = DISTANCES,
+                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7,
+                      dense_threshold: int = rerank.DENSE_THRESHOLD) -> dict[str, np.ndarray]:
+    """{distance name: (num_query, num_gallery) float32 numpy} for each name of ``distances``.
+
+    query_feats: (m, D), gallery_feats: (n, D) L2-normalised float32 (numpy or torch; a CUDA tensor
+    computes on the GPU). ``raw`` = squared Euclidean; ``classic`` = k-reciprocal re-ranking (from the
+    squared Euclidean qg / qq / gg distances); ``hard`` = the paper's hard-weight re-ranking (from the
+    features), both with k1, k2, lambda_value. Above ``dense_threshold`` images (m + n) the
+    re-rankings take the sparse path (``reid.rerank.rerank``: same numbers within 1e-5, no N x N matrix).
+    """
+    unknown = sorted(set(distances) - set(DISTANCES))
+    if unknown:
+        raise ValueError(f"unknown distance(s) {unknown}; expected some of {DISTANCES}")
+    settings = {"k1": k1, "k2": k2, "lambda_value": lambda_value, "dense_threshold": dense_threshold}
+    compute = {
+        "raw": lambda: squared_euclidean(query_feats, gallery_feats),
+        "classic": lambda: rerank.rerank(query_feats, gallery_feats, "classic", **settings),
+        "hard": lambda: rerank.rerank(query_feats, gallery_feats, "hard_weight", **settings),
+    }
+    return {name: _numpy_float32(compute[name]()) for name in distances}
+
+
+def _numpy_float32(values: ArrayLike) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def score_matrices(matrices: dict[str, np.ndarray], query_ids: np.ndarray, gallery_ids: np.ndarray) -> dict[str, float]:
+    """{``<score>_<distance>``: fraction} for each (m, n) matrix of ``matrices`` (``map_raw``, ``rank1_hard``, ...,
+    the names of ``metrics.csv``); ids: (m,), (n,) player ids."""
+    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
+    scores = {}
+    for distance, values in matrices.items():
+        scores |= {f"{score}_{distance}": value for score, value in score_distances(values, query_ids, gallery_ids).items()}
+    return scores
+
+
+def evaluate_features(query_feats: ArrayLike, gallery_feats: ArrayLike, query_ids: np.ndarray, gallery_ids: np.ndarray,
                       k1: int = 20, k2: int = 6, lambda_value: float = 0.7, rerank_distances: bool = True,
                       dense_threshold: int = rerank.DENSE_THRESHOLD) -> dict[str, float]:
-    """Scores of one feature set: keys ``<score>_<distance>`` (``map_raw``, ``rank1_classic``, ``minp_hard``, ...).
+    """Scores of one feature set: every key ``<score>_<distance>`` (``map_raw``, ``rank1_classic``, ``minp_hard``, ...).
 
     query_feats: (m, D), gallery_feats: (n, D) L2-normalised float32; ids: (m,), (n,) player ids.
-    Classic re-ranking gets the squared Euclidean qg / qq / gg matrices; hard-weight re-ranking the
-    features (as the published code). rerank_distances=False: raw scores only (re-ranked ones NaN).
-    Above ``dense_threshold`` images (m + n) the re-rankings take the sparse path (``reid.rerank.rerank``).
+    Distances as ``distance_matrices``; rerank_distances=False: raw scores only (re-ranked ones NaN).
     """
-    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
-    dist_qg = squared_euclidean(query_feats, gallery_feats)  # (m, n)
-    distances = {"raw": dist_qg}
-    if rerank_distances:
-        settings = {"k1": k1, "k2": k2, "lambda_value": lambda_value, "dense_threshold": dense_threshold}
-        distances["classic"] = rerank.rerank(query_feats, gallery_feats, "classic", **settings)
-        distances["hard"] = rerank.rerank(query_feats, gallery_feats, "hard_weight", **settings)
-    values = {name: score_distances(np.asarray(dist), query_ids, gallery_ids) for name, dist in distances.items()}
-    return {f"{score}_{name}": values[name][score] if name in values else math.nan for score in SCORES for name in DISTANCES}
+    names = DISTANCES if rerank_distances else ("raw",)
+    matrices = distance_matrices(query_feats, gallery_feats, names, k1=k1, k2=k2, lambda_value=lambda_value,
+                                 dense_threshold=dense_threshold)
+    scores = score_matrices(matrices, query_ids, gallery_ids)
+    return {f"{score}_{name}": scores.get(f"{score}_{name}", math.nan) for score in SCORES for name in DISTANCES}
 
 
 def features_for_frame(encoder: Encoder, df: pd.DataFrame, data_dir: str | Path, device: torch.device,

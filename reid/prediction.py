@@ -24,15 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reid import metrics, rerank
+from reid import metrics
 from reid.data import load_train_frame, query_gallery, split_train_test
-from reid.distance import squared_euclidean
 from reid.download import DATA_FOLDER
-from reid.evaluation import SCORES, score_distances
+from reid.evaluation import DISTANCES, SCORES
 from reid.matrices import DistanceMatrix
 
-DistanceName = Literal["raw", "classic", "hard"]
-DISTANCE_NAMES: tuple[DistanceName, ...] = ("raw", "classic", "hard")
 CHALLENGE_COLUMNS = ("img_id", "folder", "player", "img_type")
 # Published settings of both re-rankings (predict.py of the paper's code: k1 20, k2 6, lambda 0.7).
 RERANK_DEFAULTS = {"k1": 20, "k2": 6, "lambda_value": 0.7}
@@ -83,37 +80,6 @@ def rerank_settings(training_config: dict, k1: int | None = None, k2: int | None
             for name, default in RERANK_DEFAULTS.items()}
 
 
-def distance_matrices(query_feats: np.ndarray, gallery_feats: np.ndarray, distances: Sequence[DistanceName] = DISTANCE_NAMES,
-                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7,
-                      dense_threshold: int = rerank.DENSE_THRESHOLD) -> dict[str, np.ndarray]:
-    """{distance name: (num_query, num_gallery) float32} for each name of ``distances`` (see the module docstring).
-
-    query_feats: (m, D), gallery_feats: (n, D) L2-normalised float32 (numpy or torch; a CUDA tensor
-    computes on the GPU). k1, k2, lambda_value: both re-rankings' settings. dense_threshold: above this
-    many images (m + n) the re-rankings take the sparse path (``reid.rerank.rerank``: same numbers
-    within 1e-5, no N x N matrix).
-    """
-    unknown = sorted(set(distances) - set(DISTANCE_NAMES))
-    if unknown:
-        raise ValueError(f"unknown distance(s) {unknown}; expected some of {DISTANCE_NAMES}")
-    dist_qg = squared_euclidean(query_feats, gallery_feats)  # (m, n)
-    matrices = {}
-    if "raw" in distances:
-        matrices["raw"] = dist_qg
-    settings = {"k1": k1, "k2": k2, "lambda_value": lambda_value, "dense_threshold": dense_threshold}
-    if "classic" in distances:
-        matrices["classic"] = rerank.rerank(query_feats, gallery_feats, "classic", **settings)
-    if "hard" in distances:
-        matrices["hard"] = rerank.rerank(query_feats, gallery_feats, "hard_weight", **settings)
-    return {name: _numpy_float32(matrices[name]) for name in distances}
-
-
-def _numpy_float32(values) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float32)
-
-
 def split_matrix(values: np.ndarray, query: pd.DataFrame, gallery: pd.DataFrame) -> DistanceMatrix:
     """A split's (m, n) distances with their ids: the ``player`` column (player ids, or challenge file numbers)."""
     return DistanceMatrix(values, query["player"].to_numpy(np.int64), gallery["player"].to_numpy(np.int64))
@@ -158,22 +124,12 @@ def choose_queries(average_precisions: np.ndarray, count: int, how: Literal["spr
     raise ValueError(f"unknown query choice {how!r}; expected spread or hardest")
 
 
-def score_matrices(matrices: dict[str, np.ndarray], query: pd.DataFrame, gallery: pd.DataFrame) -> dict[str, float]:
-    """{``<score>_<distance>``: fraction} for each (m, n) matrix of a split with identities, named as in
-    ``metrics.csv`` (``map_raw``, ``rank1_hard``, ...; rank-k = market1501 CMC, see ``reid.evaluation``)."""
-    query_ids, gallery_ids = query["player"].to_numpy(), gallery["player"].to_numpy()
-    scores = {}
-    for distance, values in matrices.items():
-        scores |= {f"{score}_{distance}": value for score, value in score_distances(values, query_ids, gallery_ids).items()}
-    return scores
-
-
 def scores_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
     """{model: ``score_matrices`` output} -> one row per (model, distance): model, distance, map, rank1,
     rank5, rank10, minp (fractions)."""
     rows = []
     for name, values in scores.items():
-        for distance in DISTANCE_NAMES:
+        for distance in DISTANCES:
             if f"map_{distance}" in values:
                 rows.append({"model": name, "distance": distance,
                              **{score: values.get(f"{score}_{distance}", math.nan) for score in SCORES}})

@@ -510,7 +510,7 @@ def _sum_of_minima(left: _Sparse, right: _Sparse, num_left: int, num_right: int,
 
 
 # Features-in entry points that scale past 100,000 images (never an N x N matrix): reid.rerank_sparse.
-from reid.rerank_sparse import (  # noqa: E402
+from reid.rerank_sparse import (  # noqa: E402, F401  (re-exported)
     RerankOutput,
     classic_blocks,
     classic_from_features,

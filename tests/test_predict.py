@@ -32,7 +32,8 @@ from reid.evaluation import evaluate_features
 from reid.features import FeatureSet
 from reid.matrices import DistanceMatrix
 from reid.models import build_model
-from reid.prediction import choose_queries, distance_matrices, model_names, split_frames
+from reid.evaluation import distance_matrices
+from reid.prediction import choose_queries, model_names, split_frames
 from reid.synthetic import generate_twin
 
 ROOT = Path(__file__).resolve().parents[1]

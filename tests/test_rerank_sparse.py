@@ -160,7 +160,7 @@ def test_rerank_picks_dense_or_sparse_by_size():
 
 def test_prediction_and_evaluation_switch_to_the_sparse_path_above_the_threshold():
     from reid.evaluation import evaluate_features
-    from reid.prediction import distance_matrices
+    from reid.evaluation import distance_matrices
 
     q, g, q_ids, g_ids = clustered_features(20, 200, 32, num_ids=20, noise=2.0, seed=10)
     dense, sparse = distance_matrices(q, g), distance_matrices(q, g, dense_threshold=100)
