@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from reid.distance import ArrayLike, as_tensor, squared_euclidean
+from reid.neighbors import row_blocks
 
 ROW_BLOCK = 512  # rows of an (rows, N) distance block held at once
 PAIR_BLOCK = 1 << 22  # (query entry, column entry) pairs expanded at once in the Jaccard sums
@@ -244,8 +245,8 @@ def _squared_entry(qg, qq, gg, rows_of_matrix, columns_of_matrix) -> torch.Tenso
 def _topk_rows(distance_of_rows, num_rows: int, k: int) -> torch.Tensor:
     """(num_rows, k) indices of the k smallest entries of each row (torch.topk, as the reference)."""
     parts = []
-    for start in range(0, num_rows, ROW_BLOCK):
-        block = distance_of_rows(slice(start, min(start + ROW_BLOCK, num_rows)))
+    for start, keep, stop in row_blocks(num_rows, ROW_BLOCK):  # no thin last block: its matmul could round differently
+        block = distance_of_rows(slice(start, stop))[keep - start:]
         parts.append(torch.topk(block, k, dim=1, largest=False).indices)
     return torch.cat(parts) if parts else torch.empty((0, k), dtype=torch.int64)
 
@@ -253,8 +254,8 @@ def _topk_rows(distance_of_rows, num_rows: int, k: int) -> torch.Tensor:
 def _gallery_neighbours(g: torch.Tensor, z: torch.Tensor, m: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gallery rows of D over [queries; gallery]: top k over all (N indices) and over the gallery only."""
     over_all, over_gallery = [], []
-    for start in range(0, g.shape[0], ROW_BLOCK):
-        block = squared_euclidean(g[start:start + ROW_BLOCK], z)  # (b, N)
+    for start, keep, stop in row_blocks(g.shape[0], ROW_BLOCK):  # no thin last block, as in _topk_rows
+        block = squared_euclidean(g[start:stop], z)[keep - start:]  # (b, N)
         over_all.append(torch.topk(block, k, dim=1, largest=False).indices)
         over_gallery.append(torch.topk(block[:, m:], k, dim=1, largest=False).indices)
     return torch.cat(over_all), torch.cat(over_gallery)
