@@ -103,9 +103,10 @@ class FileServer:
                     server.truncate.discard(self.path)
                     body = body[: len(body) // 2]
                     self.close_connection = True
+                # logged before sending: the client may check the log as soon as it has the bytes
+                server.log.append((self.path, range_header, len(body)))
                 self.wfile.write(body)
                 self.wfile.flush()
-                server.log.append((self.path, range_header, len(body)))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
