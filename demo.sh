@@ -12,9 +12,10 @@ export PYTHONUNBUFFERED=1
 # One thread per process: tiny models gain nothing from a second one, and on a busy 2-core machine
 # torch's threads wait for each other (an epoch measured 5 s with one thread, 84 s with two).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-# A tiny CNN (0.4 M parameters, random init) at 48 x 24 pixels: 6 epochs take about 30 s on a CPU.
+# A tiny CNN (0.4 M parameters, random init) at 48 x 24 pixels: 6 epochs take about 30 s on a CPU
+# (one loader process decodes images on the second core while the main one trains).
 TINY=(--model test_resnet --no-pretrained --img-size 48 24 --batch-size 32 --lr 2e-3 --warmup-epochs 0
-      --scheduler constant --epochs 6 --device cpu --num-workers 0 --no-verbose --data-dir "$DATA" --model-path "$MODELS")
+      --scheduler constant --epochs 6 --device cpu --num-workers 1 --no-verbose --data-dir "$DATA" --model-path "$MODELS")
 
 echo "== 1/9 download_data.py: the synthetic twin (no network)"
 python download_data.py --source synthetic --data-dir "$DATA" --scale small --seed 0
@@ -22,21 +23,22 @@ python download_data.py --source synthetic --data-dir "$DATA" --scale small --se
 echo "== 2/9 preprocess_data.py: image folders -> train_df.csv, challenge_df.csv"
 python preprocess_data.py --data-dir "$DATA"
 
-echo "== 3/9 train_our_post.py: two tiny runs (seeds 1 and 2) to fuse later"
+echo "== 3/9 train_our_post.py: three tiny runs (seeds 1, 2, 3) to fuse later, as the paper fuses three models"
 python train_our_post.py "${TINY[@]}" --seed 1 --run-name tiny_seed1
 python train_our_post.py "${TINY[@]}" --seed 2 --run-name tiny_seed2 --no-zero-shot
+python train_our_post.py "${TINY[@]}" --seed 3 --run-name tiny_seed3 --no-zero-shot
 
 echo "== 4/9 evaluate.py: test-split scores and a rank list of one run"
 python evaluate.py --checkpoint "$MODELS/tiny_seed1/best.pth" --data-dir "$DATA" --output-dir "$DEMO_DIR/evaluate" \
     --device cpu --num-workers 0 --no-verbose
 
-echo "== 5/9 predict.py: features, test and challenge matrices of both runs, and their mean"
-python predict.py --checkpoint "$MODELS/tiny_seed1/best.pth" "$MODELS/tiny_seed2/best.pth" --data-dir "$DATA" \
+echo "== 5/9 predict.py: features, test and challenge matrices of the three runs, and their mean"
+python predict.py --checkpoint "$MODELS"/tiny_seed{1,2,3}/best.pth --data-dir "$DATA" \
     --output-dir "$PRED" --device cpu --num-workers 0 --no-verbose
 
-echo "== 6/9 my_py: the paper's 3-step fusion of the two runs' hard-weight re-ranked matrices"
+echo "== 6/9 my_py: the paper's 3-step fusion of the three runs' hard-weight re-ranked matrices"
 for SPLIT in test challenge; do
-    RUNS=("$PRED/tiny_seed1/${SPLIT}_hard.csv" "$PRED/tiny_seed2/${SPLIT}_hard.csv")
+    RUNS=("$PRED"/tiny_seed{1,2,3}/"${SPLIT}_hard.csv")
     python my_py/sim_fuse.py --inputs "${RUNS[@]}" --output "$FUSED/${SPLIT}_sim.csv"
     python my_py/dissim_fuse.py --inputs "${RUNS[@]}" --output "$FUSED/${SPLIT}_dissim.csv"
     python my_py/sim_fuse.py --inputs "$FUSED/${SPLIT}_sim.csv" "$FUSED/${SPLIT}_dissim.csv" --output "$FUSED/${SPLIT}_final.csv"
@@ -58,9 +60,9 @@ echo
 echo "Demo finished. Outputs:"
 echo "  images       $DATA/data_reid/"
 echo "  tables       $DATA/data_reid/train_df.csv, $DATA/data_reid/challenge_df.csv"
-echo "  runs         $MODELS/tiny_seed{1,2}/ (config.json, log.txt, metrics.csv, curves.png, best.pth, last.pth)"
+echo "  runs         $MODELS/tiny_seed{1,2,3}/ (config.json, log.txt, metrics.csv, curves.png, best.pth, last.pth)"
 echo "  evaluation   $DEMO_DIR/evaluate/ (scores.csv, scores.json, ranklist.png)"
-echo "  predictions  $PRED/tiny_seed{1,2}/ (features_*.npz, {test,challenge}_{raw,classic,hard}.csv), $PRED/ensemble/, $PRED/scores.csv"
+echo "  predictions  $PRED/tiny_seed{1,2,3}/ (features_*.npz, {test,challenge}_{raw,classic,hard}.csv), $PRED/ensemble/, $PRED/scores.csv"
 echo "  fusion       $FUSED/{test,challenge}_final.csv (the submission: $FUSED/challenge_final.csv)"
 echo "  analysis     $PRED/tiny_seed1/features_test_tsne_all.png, $PRED/tiny_seed1/features_test_all_feadist.{csv,json,png}"
 echo "  names        $DEMO_DIR/names/{test,challenge}_{query,gallery}_names.csv"
