@@ -88,16 +88,11 @@ def main(config: Configuration) -> None:
 
 
 def _features(config: Configuration):
-    rng = np.random.default_rng(config.seed)
-    centres = rng.normal(size=(config.queries, config.dim))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    gallery_ids = np.sort(np.concatenate([np.arange(config.queries), rng.integers(0, config.queries, config.gallery - config.queries)]))
-    query_ids = np.arange(config.queries)
-    q = centres + config.sigma * rng.normal(size=centres.shape)
-    g = centres[gallery_ids] + config.sigma * rng.normal(size=(config.gallery, config.dim))
-    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-    g = (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)
-    return q, g, query_ids, gallery_ids
+    from reid.synthetic_features import clustered_features
+
+    # one query per player; sigma per coordinate = noise / sqrt(dim)
+    return clustered_features(config.queries, config.gallery, config.dim, noise=config.sigma * np.sqrt(config.dim),
+                              seed=config.seed)
 
 
 def _write_inputs(config: Configuration, folder: Path) -> None:
