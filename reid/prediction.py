@@ -1,4 +1,4 @@
-"""From a trained encoder to the distance matrices of a split (what ``evaluate.py`` and ``predict.py`` share).
+"""The splits of ``evaluate.py`` and ``predict.py``: their rows, matrices, names and score tables.
 
 Splits: ``test`` (the test rows of ``train_df.csv``; ids are player ids), ``challenge``
 (``challenge_df.csv``; ids are file numbers, no identities) and ``fold<k>`` (cross-validation fold k
@@ -7,9 +7,7 @@ of ``train_df.csv`` held out, as ``train_our_post.py --fold k`` evaluates). Each
 one column per gallery row, in that order, and its ids are the rows' ``player`` column (which on the
 challenge holds the file number).
 
-Distances: ``raw`` = squared Euclidean between L2-normalised features; ``classic`` = k-reciprocal
-re-ranking of Zhong et al. from the raw query-gallery, query-query and gallery-gallery distances;
-``hard`` = the paper's hard-weight re-ranking from the features (both from ``reid.rerank``).
+The distances themselves (``raw``, ``classic``, ``hard``) come from ``reid.evaluation.distance_matrices``.
 """
 
 from __future__ import annotations
