@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -51,16 +52,37 @@ class RankedGallery:
     same_camera: Array
     num_identities: int
 
-    @property
+    # Cached: AP, INP and the three CMC configs of one block all read them (each a full (b, L) pass).
+    @cached_property
     def matches(self) -> Array:
         """(b, L) bool: the item shows the query's identity."""
         return self.gallery_codes == self.query_codes[:, None]
 
-    @property
+    @cached_property
     def valid(self) -> Array:
         """(b, L) bool: the item takes part in the evaluation."""
         # Exclusion rule: an item of the query's identity seen by the query's camera is ignored.
         return ~(self.matches & self.same_camera)
+
+    @cached_property
+    def hits(self) -> Array:
+        """(b, L) bool: a valid true match."""
+        return self.matches & self.valid
+
+    @cached_property
+    def hit_positions(self) -> tuple[Array, Array]:
+        """(rows, columns) of every valid true match, row by row and in rank order within a row."""
+        return _Ops.of(self.distances).nonzero(self.hits)
+
+    @cached_property
+    def valid_so_far(self) -> Array:
+        """(b, L) number of valid items up to and including each rank."""
+        return _Ops.of(self.distances).cumsum(self.valid)
+
+    @cached_property
+    def tie_end(self) -> Array:
+        """(b, L) index of the last item tied in distance with each item."""
+        return _tie_group_end(self.distances)
 
 
 def encode_identities(query_ids, gallery_ids) -> tuple[np.ndarray, np.ndarray, int]:
@@ -111,13 +133,13 @@ def average_precision(ranked: RankedGallery, num_matches: Array | None = None) -
     the missing ones as never retrieved.
     """
     ops = _Ops.of(ranked.distances)
-    hits = ranked.matches & ranked.valid
+    hits = ranked.hits
     hits_so_far = ops.cumsum(hits)
-    valid_so_far = ops.cumsum(ranked.valid)
-    tie_end = _tie_group_end(ranked.distances)
-    precision = ops.float64(ops.take_rows(hits_so_far, tie_end)) / ops.clip_min(ops.take_rows(valid_so_far, tie_end), 1)
+    rows, columns = ranked.hit_positions  # only the true matches contribute: gather there, not over whole rows
+    tie_end = ranked.tie_end[rows, columns]
+    precision = ops.float64(hits_so_far[rows, tie_end]) / ops.clip_min(ranked.valid_so_far[rows, tie_end], 1)
     total = hits_so_far[:, -1] if num_matches is None else ops.asarray(num_matches, like=hits_so_far)
-    return ops.divide_or_nan(ops.where(hits, precision, 0.0).sum(1), total)
+    return ops.divide_or_nan(ops.bincount(rows, precision, hits.shape[0]), total)
 
 
 def inverse_negative_penalty(ranked: RankedGallery, num_matches: Array | None = None) -> Array:
@@ -127,9 +149,10 @@ def inverse_negative_penalty(ranked: RankedGallery, num_matches: Array | None = 
     before it, so the order inside ties does not matter. NaN for a query without a valid true match.
     """
     ops = _Ops.of(ranked.distances)
-    hits = ranked.matches & ranked.valid
-    valid_at_tie_end = ops.take_rows(ops.cumsum(ranked.valid), _tie_group_end(ranked.distances))
-    hardest = ops.row_max(ops.where(hits, valid_at_tie_end, 0))
+    hits = ranked.hits
+    rows, columns = ranked.hit_positions
+    valid_at_tie_end = ranked.valid_so_far[rows, ranked.tie_end[rows, columns]]
+    hardest = ops.row_max_at(rows, valid_at_tie_end, hits.shape[0])
     total = hits.sum(1) if num_matches is None else ops.asarray(num_matches, like=hardest)
     return ops.divide_or_nan(total, hardest)
 
@@ -147,30 +170,30 @@ def cmc_hits(ranked: RankedGallery, topk: int = 100, config: CmcConfig = "market
     1/10 at the true match's position among the kept items.
     """
     ops = _Ops.of(ranked.distances)
-    matches = ranked.matches
-    valid = ranked.valid
-    if config == "cuhk03":
-        valid = valid & ~ranked.same_camera  # separate camera set
-    elif config not in CMC_CONFIGS:
+    if config not in CMC_CONFIGS:
         raise ValueError(f"unknown CMC config {config!r}; expected one of {', '.join(CMC_CONFIGS)}")
-    hits_mask = matches & valid
-    evaluated = hits_mask.any(1)
-    b, length = hits_mask.shape
+    b = ranked.distances.shape[0]
     if config == "cuhk03":
+        valid = ranked.valid & ~ranked.same_camera  # separate camera set
+        evaluated = (ranked.matches & valid).any(1)
         positions = _single_shot_positions(ranked, valid, evaluated, rng)  # (b, 10)
         rows, columns = ops.nonzero(evaluated[:, None] & (positions < topk))
+        position = positions[rows, columns]
         weights = ops.full(rows.shape, 1.0 / CUHK03_REPEATS, like=positions)
-    else:
-        valid_so_far = ops.cumsum(valid)
-        if config == "market1501":
-            positions = ops.row_min(ops.where(hits_mask, valid_so_far - 1, length))[:, None]  # first match
-            rows, columns = ops.nonzero(evaluated[:, None] & (positions < topk))
-            weights = ops.full(rows.shape, 1.0, like=positions)
+    else:  # only the valid true matches count: work on their positions, not on whole rows
+        rows, columns = ranked.hit_positions  # row by row, in rank order
+        per_row = ops.bincount(rows, None, b)  # (b,) matches of each query
+        evaluated = per_row > 0
+        j = ops.arange(rows.shape[0], like=rows) - (ops.cumsum(per_row[None, :])[0] - per_row)[rows]  # index in its row
+        position = ranked.valid_so_far[rows, columns] - 1  # 0-based position among the valid items
+        if config == "market1501":  # 1 at the first match
+            keep = (j == 0) & (position < topk)
         else:  # allshots: the j-th match at position k counts at k - j (valid non-matches before it)
-            positions = valid_so_far - ops.cumsum(hits_mask)
-            rows, columns = ops.nonzero(hits_mask & (positions < topk))
-            weights = (1.0 / ops.float64(ops.clip_min(hits_mask.sum(1), 1)))[rows]
-    hits = ops.bincount(rows * topk + positions[rows, columns], weights, b * topk).reshape(b, topk)
+            position = position - j
+            keep = position < topk
+        rows, position = rows[keep], position[keep]
+        weights = ops.full(rows.shape, 1.0, like=position) if config == "market1501" else 1.0 / ops.float64(per_row[rows])
+    hits = ops.bincount(rows * topk + position, weights, b * topk).reshape(b, topk)
     return _numpy(hits), _numpy(evaluated)
 
 
@@ -425,8 +448,11 @@ class _NumpyOps:
         return np.asarray(a, dtype=np.float64)
 
     @staticmethod
-    def row_max(a):
-        return a.max(1)
+    def row_max_at(rows, values, length):
+        """(length,) maximum of ``values`` per row index (0 where a row has none); values >= 0."""
+        out = np.zeros(length, dtype=values.dtype)
+        np.maximum.at(out, rows, values)
+        return out
 
     @staticmethod
     def row_min(a):
@@ -504,8 +530,8 @@ class _TorchOps:
         return a.double()
 
     @staticmethod
-    def row_max(a):
-        return a.amax(1)
+    def row_max_at(rows, values, length):
+        return torch.zeros(length, dtype=values.dtype, device=values.device).scatter_reduce_(0, rows, values, "amax")
 
     @staticmethod
     def row_min(a):
