@@ -7,7 +7,8 @@ Examples:
     torchrun --nproc_per_node 4 train_our_post.py --batch-size 32         # 4 GPUs, 4 x 32 pairs per step
     python train_our_post.py --resume model/<run>/last.pth --epochs 12   # continue (or lengthen) a run
 
-Outputs in model_path/run_name/: config.json, log.txt, metrics.csv, curves.png, last.pth, best.pth.
+Outputs in model_path/run_name/: config.json, log.txt, metrics.csv, curves.png, last.pth, best.pth
+(and tensorboard/ with --tensorboard: tensorboard --logdir model/).
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class Configuration:
     """last.pth of a run to continue in its folder (its config is the default; --epochs may be raised)."""
     device: str = "auto"
     """auto (one GPU per process if any, else CPU), cpu, cuda, cuda:1, ..."""
+    tensorboard: bool = False
+    """Also log to TensorBoard in model_path/run_name/tensorboard/: loss, lr, temperature per step, scores per epoch (needs the tensorboard package)."""
     verbose: bool = True
     """Progress bars."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -123,13 +123,14 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, epoch: int,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     gradient_accumulation: int = 1, gradient_clipping: float | None = None,
-                    verbose: bool = True) -> dict[str, float]:
+                    verbose: bool = True, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
     """One pass over ``loader`` (batches of (query images, gallery images, labels)).
 
     model: a ``PairModel`` (or its DDP wrapper) returning (loss, parts). The optimiser (and the
     scheduler) step every ``gradient_accumulation`` batches; gradients are clipped to
     ``gradient_clipping`` (L2 norm) when set. A NaN or infinite loss raises ``NonFiniteLossError``
-    naming the epoch and step before anything is updated with it.
+    naming the epoch and step before anything is updated with it. on_step: called after every batch
+    with (batch number in the epoch from 1, {"loss": this batch's loss, "lr": current lr, "<term>": ...}).
     Returns {"loss": mean loss, "lr": learning rate at the end, "<term>": mean of each loss term}.
     """
     model.train()
@@ -175,6 +176,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         for name, value in parts.items():
             meters.setdefault(name, AverageMeter()).update(value, batch_size)
         bar.set_postfix(loss=f"{meters['loss'].avg:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if on_step is not None:
+            on_step(step, {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], **parts})
     bar.close()
     return {name: meter.avg for name, meter in meters.items()} | {"lr": optimizer.param_groups[0]["lr"]}
 

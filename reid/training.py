@@ -4,7 +4,8 @@
 processes under torchrun (one per GPU, DistributedDataParallel). Only rank 0 writes and prints.
 Outputs in ``model_path/run_name/``: ``config.json``, ``log.txt``, ``metrics.csv`` (one row per
 evaluation, epoch 0 = zero-shot), ``curves.png``, ``last.pth`` (everything needed to resume) and
-``best.pth`` (weights + configuration of the best epoch by ``best_metric``).
+``best.pth`` (weights + configuration of the best epoch by ``best_metric``); with ``tensorboard``,
+``tensorboard/`` (``reid.tensorboard_log``).
 
 ``config`` is a script's Configuration (see ``train_our_post.py`` for every field and its meaning).
 """
@@ -39,6 +40,7 @@ from reid.evaluation import evaluate_features, features_for_frame, format_scores
 from reid.losses import ReidLoss
 from reid.models import build_model
 from reid.plots import plot_training_curves
+from reid.tensorboard_log import TrainingBoard
 from reid.transforms import train_transform
 
 T = TypeVar("T")
@@ -93,6 +95,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
     resume_state = load_checkpoint(config.resume) if config.resume is not None else None
     run_dir = Path(config.resume).parent if resume_state else Path(config.model_path) / (config.run_name or default_run_name(config))
     log = _make_logger(run_dir / "log.txt" if env.is_main else None)
+    board: TrainingBoard | None = None
     try:
         seed_everything(config.seed + env.rank)
         if device.type == "cuda":  # speed over bit-exactness on GPUs (autotuned kernels, TF32 matmuls)
@@ -140,6 +143,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
         if env.is_main:
             save_config(config, run_dir / "config.json")
         _log_header(log, config, env, device, encoder, train_df, query_df, gallery_df, len(sampler), amp_dtype, start_epoch)
+        if config.tensorboard and env.is_main:
+            board = TrainingBoard(run_dir, model.criterion, batches_per_epoch=len(sampler))
 
         def evaluate(epoch: int) -> dict[str, float] | None:
             features = features_for_frame(model.encoder, pd.concat([query_df, gallery_df]), config.data_dir, device,
@@ -161,6 +166,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             if env.is_main:
                 rows.append({"epoch": 0, **scores, "train_loss": math.nan, "lr": math.nan, "seconds": math.nan})
                 _write_metrics(rows, run_dir)
+                if board is not None:
+                    board.epoch_scores(0, scores)
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
             # train
@@ -169,7 +176,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             try:
                 stats = train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler, amp_dtype=amp_dtype,
                                         gradient_accumulation=config.gradient_accumulation,
-                                        gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main)
+                                        gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main,
+                                        on_step=board.step_logger(epoch) if board is not None else None)
             except NonFiniteLossError as error:
                 kept = run_dir / "last.pth"
                 log.error("%s; the last good checkpoint is %s", error, kept if kept.is_file() else "none (no epoch finished)")
@@ -184,6 +192,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             if env.is_main:
                 rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds})
                 _write_metrics(rows, run_dir)
+                if board is not None:
+                    board.epoch_scores(epoch, scores, stats["loss"])
                 is_best = scores[config.best_metric] > best["score"]
                 if is_best:
                     best = {"score": scores[config.best_metric], "epoch": epoch}
@@ -201,6 +211,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             log.info("done: best %s %.4f at epoch %s; outputs in %s", config.best_metric, best["score"], best["epoch"], run_dir)
         return run_dir
     finally:
+        if board is not None:
+            board.close()
         for handler in list(log.handlers):
             handler.close()
             log.removeHandler(handler)
