@@ -34,13 +34,16 @@ from reid.config import parse, save_config
 from reid.crops import find_images
 from reid.data import image_paths, load_train_frame, split_train_test
 from reid.errors import InputError, run_script
-from reid.inference import Precision, ReidEncoder, load_encoder
+from reid.inference import EncoderOptions, ReidEncoder
 from reid.plots import contact_sheet
 from reid.prediction import rerank_settings
 
 
 @dataclass
-class Configuration:
+class Configuration(EncoderOptions):
+    """Also the fields of reid.inference.EncoderOptions: --flip, --model, --img-size, --mean, --std, --precision,
+    --batch-size, --num-workers, --device, --verbose."""
+
     checkpoint: Path
     """A checkpoint of a training run (best.pth or last.pth), or a published weights_e{n}.pth with --model."""
     images: list[Path]
@@ -71,40 +74,19 @@ class Configuration:
     """Write a contact sheet per identity."""
     sheet_max_images: int = 60
     """Crops shown per contact sheet."""
-    flip: bool | None = None
-    """Flip test-time augmentation; None = as in training (flip_test)."""
-    model: str | None = None
-    """Model name, for checkpoints that carry no configuration (published weights); None = the checkpoint's."""
-    img_size: tuple[int, ...] | None = None
-    """Input size (one int or height width); None = the checkpoint's."""
-    mean: tuple[float, float, float] | None = None
-    """Per-channel normalisation mean; None = the checkpoint's."""
-    std: tuple[float, float, float] | None = None
-    """Per-channel normalisation std; None = the checkpoint's."""
-    precision: Precision = "fp32"
-    """Feature precision on GPUs: fp32, or bf16 / fp16 autocast."""
-    batch_size: int = 64
-    """Crops per batch when extracting features."""
-    num_workers: int = 2
-    """Data-loading processes (0 = decode the crops in the main process)."""
-    device: str = "auto"
-    """auto (the first GPU if any, else CPU), cpu, cuda, cuda:1, ..."""
-    verbose: bool = True
-    """Progress bars."""
 
 
 def main(config: Configuration) -> dict:
     crops = find_images(config.images)
     truth = crop_truth(crops, config.truth)
-    encoder = load_encoder(config.checkpoint, config.device, model=config.model, img_size=config.img_size,
-                           mean=config.mean, std=config.std, precision=config.precision, flip=config.flip)
+    encoder = config.load_encoder(config.checkpoint)
     settings = rerank_settings(encoder.config, config.k1, config.k2)
     distance = {"distance": config.distance, "k1": int(settings["k1"]), "k2": int(settings["k2"])}
     grouping = {"method": config.method, "linkage": config.linkage, "min_samples": config.min_samples}
     print(f"{config.checkpoint}: {encoder.config.get('model')}; {len(crops)} crops; {config.distance} distance, {config.method}"
           + (f" ({config.linkage} linkage)" if config.method == "agglomerative" else f" (min_samples {config.min_samples})"))
     save_config(config, config.output_dir / "config.json")
-    embed = dict(batch_size=config.batch_size, num_workers=config.num_workers, verbose=config.verbose)
+    embed = config.embed_options
 
     # threshold: given, or the best mean ARI over training games
     chosen = {"threshold": config.threshold, "chosen_on": "given"}

@@ -27,14 +27,17 @@ from reid.config import parse, save_config
 from reid.crops import find_images
 from reid.errors import InputError, run_script
 from reid.evaluation import distance_matrices
-from reid.inference import Precision, load_encoder
+from reid.inference import EncoderOptions
 from reid.plots import plot_rank_list
 from reid.prediction import rerank_settings
 from reid.ranking import DISTANCE_OF, RerankName, ranked_table, settings_for_sizes
 
 
 @dataclass
-class Configuration:
+class Configuration(EncoderOptions):
+    """Also the fields of reid.inference.EncoderOptions: --flip, --model, --img-size, --mean, --std, --precision,
+    --batch-size, --num-workers, --device, --verbose."""
+
     checkpoint: Path
     """A checkpoint of a training run (best.pth or last.pth), or a published weights_e{n}.pth with --model."""
     query: list[Path]
@@ -57,34 +60,13 @@ class Configuration:
     """Queries shown in ranklist.png (the first ones; 0 = no picture)."""
     ranklist_top: int = 10
     """Gallery crops shown per query in ranklist.png."""
-    flip: bool | None = None
-    """Flip test-time augmentation; None = as in training (flip_test)."""
-    model: str | None = None
-    """Model name, for checkpoints that carry no configuration (published weights); None = the checkpoint's."""
-    img_size: tuple[int, ...] | None = None
-    """Input size (one int or height width); None = the checkpoint's."""
-    mean: tuple[float, float, float] | None = None
-    """Per-channel normalisation mean; None = the checkpoint's."""
-    std: tuple[float, float, float] | None = None
-    """Per-channel normalisation std; None = the checkpoint's."""
-    precision: Precision = "fp32"
-    """Feature precision on GPUs: fp32, or bf16 / fp16 autocast (faster, slightly different features)."""
-    batch_size: int = 64
-    """Crops per batch when extracting features."""
-    num_workers: int = 2
-    """Data-loading processes (0 = decode the crops in the main process)."""
-    device: str = "auto"
-    """auto (the first GPU if any, else CPU), cpu, cuda, cuda:1, ..."""
-    verbose: bool = True
-    """Progress bars."""
 
 
 def main(config: Configuration) -> Path:
     if config.topk is not None and config.topk < 1:
         raise InputError(f"--topk {config.topk}: give a positive number, or None for the whole gallery")
     queries, gallery = find_images(config.query), find_images(config.gallery)
-    encoder = load_encoder(config.checkpoint, config.device, model=config.model, img_size=config.img_size,
-                           mean=config.mean, std=config.std, precision=config.precision, flip=config.flip)
+    encoder = config.load_encoder(config.checkpoint)
     settings, note = settings_for_sizes(rerank_settings(encoder.config, config.k1, config.k2, config.lambda_value),
                                         config.rerank, len(queries), len(gallery))
     print(f"{config.checkpoint}: {encoder.config.get('model')}; {len(queries)} queries x {len(gallery)} gallery crops; "
@@ -95,7 +77,7 @@ def main(config: Configuration) -> Path:
     save_config(config, config.output_dir / "config.json")
 
     # features
-    embed = dict(batch_size=config.batch_size, num_workers=config.num_workers, verbose=config.verbose)
+    embed = config.embed_options
     query_feats, gallery_feats = encoder.embed(queries, **embed), encoder.embed(gallery, **embed)
 
     # distances (on the GPU when the encoder is there), a crop never ranked against itself

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from reid import engine
 from reid.crops import ImageInput, read_crop
 from reid.errors import InputError
 from reid.models import Encoder
+from reid.prediction import resolve_device
 from reid.transforms import eval_transform
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -134,7 +136,7 @@ class ReidEncoder:
             raise InputError("no images to embed")
         loader = DataLoader(_CropDataset(items, self.preprocess), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, pin_memory=self.device.type == "cuda")
-        return engine.extract_features(self.module, _checked(loader), self.device, flip=self.flip if flip is None else flip,
+        return engine.extract_features(self.module, _Checked(loader), self.device, flip=self.flip if flip is None else flip,
                                        amp_dtype=autocast_for(self.device, self.precision), verbose=verbose)
 
     __call__ = embed
@@ -160,8 +162,6 @@ def load_encoder(checkpoint: str | os.PathLike, device: str | torch.device = "au
     flip: flip test-time augmentation; None = as the model was evaluated in training (``flip_test``).
     A missing, unreadable or foreign checkpoint raises ``InputError`` (``FileNotFoundError`` when absent).
     """
-    from reid.prediction import resolve_device
-
     torch_device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device}: no GPU is visible here; use cpu or auto")
@@ -183,8 +183,45 @@ def _load_trained(checkpoint: Path, device: torch.device, **overrides: Any) -> t
     except FileNotFoundError:
         raise
     except (ValueError, RuntimeError, KeyError, OSError) as error:  # torch.load's UnpicklingError is a RuntimeError
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"cannot load the checkpoint {checkpoint}: {first_line}") from None
+        text = " ".join(str(error).split()) or type(error).__name__  # load_state_dict lists keys over many lines
+        raise InputError(f"cannot load the checkpoint {checkpoint}: {text[:300]}{'...' if len(text) > 300 else ''}") from None
+
+
+@dataclass(kw_only=True)
+class EncoderOptions:
+    """The configuration fields of a script that embeds crops with a checkpoint (search.py, cluster.py):
+    its Configuration subclasses this one."""
+
+    flip: bool | None = None
+    """Flip test-time augmentation; None = as in training (flip_test)."""
+    model: str | None = None
+    """Model name, for checkpoints that carry no configuration (published weights); None = the checkpoint's."""
+    img_size: tuple[int, ...] | None = None
+    """Input size (one int or height width); None = the checkpoint's."""
+    mean: tuple[float, float, float] | None = None
+    """Per-channel normalisation mean; None = the checkpoint's."""
+    std: tuple[float, float, float] | None = None
+    """Per-channel normalisation std; None = the checkpoint's."""
+    precision: Precision = "fp32"
+    """Feature precision on GPUs: fp32, or bf16 / fp16 autocast (faster, slightly different features)."""
+    batch_size: int = 64
+    """Crops per batch when extracting features."""
+    num_workers: int = 2
+    """Data-loading processes (0 = decode the crops in the main process)."""
+    device: str = "auto"
+    """auto (the first GPU if any, else CPU), cpu, cuda, cuda:1, ..."""
+    verbose: bool = True
+    """Progress bars."""
+
+    def load_encoder(self, checkpoint: str | os.PathLike) -> ReidEncoder:
+        """``load_encoder`` with these options."""
+        return load_encoder(checkpoint, self.device, model=self.model, img_size=self.img_size, mean=self.mean,
+                            std=self.std, precision=self.precision, flip=self.flip)
+
+    @property
+    def embed_options(self) -> dict[str, Any]:
+        """``ReidEncoder.embed``'s keyword arguments from these options."""
+        return {"batch_size": self.batch_size, "num_workers": self.num_workers, "verbose": self.verbose}
 
 
 def as_image_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
@@ -216,9 +253,18 @@ class _CropDataset(Dataset):
             return torch.zeros(3, *self.preprocess.img_size), f"{where}{error}"
 
 
-def _checked(loader: DataLoader) -> Iterator[torch.Tensor]:
-    for images, problems in loader:
-        problem = next((p for p in problems if p), None)
-        if problem is not None:
-            raise InputError(problem)
-        yield images
+class _Checked:
+    """The loader's image batches; a crop that could not be read raises its ``InputError`` here."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:  # progress bars know the total
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for images, problems in self.loader:
+            problem = next((p for p in problems if p), None)
+            if problem is not None:
+                raise InputError(problem)
+            yield images

@@ -35,13 +35,14 @@ def settings_for_sizes(settings: dict, method: RerankName, num_query: int, num_g
 
 def ranked_table(dist: np.ndarray, query_names: Sequence[str], gallery_names: Sequence[str],
                  topk: int | None = None) -> pd.DataFrame:
-    """dist: (m, n) distances, smaller = closer; an infinite entry is a pair left out (e.g. a crop and
-    itself). Returns each query's ``topk`` (None = all) nearest gallery crops, nearest first, as rows
-    ``query, rank, gallery, distance`` (rank from 1; ties keep the gallery order)."""
+    """dist: (m, n) distances, smaller = closer; a +inf entry is a pair left out (e.g. a crop and itself),
+    NaN (the hard-weight re-ranking's 0 / 0) ranks last. Returns each query's ``topk`` (None = all)
+    nearest gallery crops, nearest first, as rows ``query, rank, gallery, distance`` (rank from 1;
+    ties keep the gallery order)."""
     dist = np.asarray(dist)
     order = np.argsort(dist, axis=1, kind="stable")[:, :topk]  # (m, k)
     values = np.take_along_axis(dist, order, axis=1)
-    kept = np.isfinite(values)  # (m, k)
+    kept = ~np.isposinf(values)  # (m, k)
     rows, columns = np.nonzero(kept)
     ranks = np.cumsum(kept, axis=1)[rows, columns]
     return pd.DataFrame({"query": np.asarray(query_names, dtype=object)[rows], "rank": ranks,

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from reid.config import parse
 from reid.engine import save_checkpoint
 from reid.errors import run_script
 from reid.models import build_model
+from reid.ranking import ranked_table
 from reid.training import run
 from train_our_post import Configuration as TrainingConfiguration
 
@@ -115,6 +119,14 @@ def test_a_trained_model_groups_a_held_out_game_far_better_than_chance_and_untra
     assert 0 < results["trained"]["threshold"] <= 1  # a Jaccard distance, chosen on the training games
 
 
+def test_ranked_table_leaves_out_pairs_and_keeps_the_gallery_order_of_ties():
+    dist = np.array([[0.5, np.inf, 0.1, np.nan], [np.inf, 0.2, 0.2, 0.3]])
+    table = ranked_table(dist, ["a", "b"], ["g0", "g1", "g2", "g3"], topk=3)
+    assert table[["query", "rank", "gallery"]].values.tolist() == [["a", 1, "g2"], ["a", 2, "g0"], ["b", 1, "g1"],
+                                                                  ["b", 2, "g2"], ["b", 3, "g3"]]
+    assert ranked_table(dist, ["a", "b"], ["g0", "g1", "g2", "g3"])["gallery"].tolist()[:3] == ["g2", "g0", "g3"]  # NaN last
+
+
 def test_identities_are_numbered_by_size_and_scores_are_pair_counts():
     np.testing.assert_array_equal(by_size(np.array([7, 3, 3, 9, 3, 7])), [1, 0, 0, 2, 0, 1])
     # truth {0, 1, 2} {3, 4}; clustering {0, 1} {2, 3, 4}: 2 of 4 true pairs kept, 2 of 4 pairs put together are right
@@ -131,3 +143,19 @@ def test_scripts_report_bad_input_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'empty'}: no images in this folder or its subfolders "
                                                "(looked for .jpeg, .jpg, .png, .bmp, .webp, .tif, .tiff)")
+
+
+@pytest.mark.parametrize("script", ["export", "search", "cluster"])
+def test_every_field_of_the_new_scripts_is_a_documented_flag(script, capsys):
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit):
+        parse(module.Configuration, ["--help"], description=module.__doc__)
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    documented = {}  # field name -> the line under it starts a docstring, in the classes that define fields
+    for cls in module.Configuration.__mro__:
+        if dataclasses.is_dataclass(cls):
+            lines = inspect.getsource(cls).splitlines()
+            documented |= {m.group(1): lines[i + 1].strip().startswith('"""')
+                           for i, m in enumerate(re.match(r"    (\w+): ", line) for line in lines[:-1]) if m}
+    for field in dataclasses.fields(module.Configuration):
+        assert f"--{field.name.replace('_', '-')}" in text and documented.get(field.name), field.name
