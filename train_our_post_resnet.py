@@ -11,7 +11,9 @@ Every field is described in train_our_post.py; only the defaults below differ.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+from reid.errors import run_script
 from reid.training import parse_training_config, run
 from train_our_post import Configuration as VitConfiguration
 
@@ -39,4 +41,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_training_config(Configuration))
+    run_script(main, partial(parse_training_config, Configuration))

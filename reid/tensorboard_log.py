@@ -4,8 +4,9 @@ Written with ``torch.utils.tensorboard`` into ``<run folder>/tensorboard/`` (``t
 model/``). Tags: ``train/loss``, ``train/lr``, ``train/temperature`` (InfoNCE: 1 / exp(logit scale))
 and ``train/<loss term>`` per optimiser batch, x = batches since the start of the run;
 ``eval/<score>_<distance>`` (map_raw, rank1_hard, minp_classic, ...) and ``eval/train_loss`` per
-epoch, x = the epoch (0 = zero-shot). The tensorboard package is an optional dependency
-(``requirements-extras.txt``).
+epoch, x = the epoch (0 = zero-shot). A resumed run adds an event file (the steps continue); a new
+run in the folder (``--overwrite``) removes the earlier run's. The tensorboard package is an optional
+dependency (``requirements-extras.txt``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ class TrainingBoard:
     """One run's event files. ``step_logger(epoch)`` is ``train_one_epoch``'s ``on_step``; ``epoch_scores``
     takes the held-out scores; ``close`` flushes."""
 
-    def __init__(self, run_dir: Path, criterion: nn.Module, batches_per_epoch: int) -> None:
+    def __init__(self, run_dir: Path, criterion: nn.Module, batches_per_epoch: int, resumed: bool = False) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise InputError("--tensorboard needs the tensorboard package: pip install -r requirements-extras.txt") from None
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / FOLDER))
+        folder = Path(run_dir) / FOLDER
+        if not resumed:  # a new run in this folder (--overwrite): the earlier run's curves would mix with its own
+            for stale in folder.glob("events.out.tfevents.*"):
+                stale.unlink()
+        self.writer = SummaryWriter(log_dir=str(folder))
         self.criterion = criterion
         self.batches_per_epoch = batches_per_epoch
 
