@@ -89,7 +89,7 @@ def test_overrides_precision_and_lazy_import(checkpoint):
     with pytest.raises(InputError, match="precision"):
         reid.load_encoder(checkpoint, device="cpu", precision="int8")
     # `import reid` stays light: torch comes with the first use of the API (as above)
-    code = "import sys, reid; assert 'torch' not in sys.modules and callable(reid.find_images)"
+    code = "import sys, reid; assert 'torch' not in sys.modules and {'load_encoder', 'find_images'} <= set(dir(reid))"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
