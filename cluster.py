@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from reid.catalog import TRAIN_PATTERN
-from reid.clustering import ClusterMethod, Linkage, WithinDistance, choose_threshold, cluster, cluster_scores, within_set_distances
+from reid.clustering import (ClusterMethod, Linkage, WithinDistance, choose_threshold, cluster, cluster_scores,
+                             within_set_distances)
 from reid.config import parse, save_config
 from reid.crops import find_images
 from reid.data import image_paths, load_train_frame, split_train_test

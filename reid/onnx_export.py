@@ -6,8 +6,8 @@ L2-normalised (flip test-time augmentation inside the graph when asked). Preproc
 the graph; the JSON sidecar written beside the model says what it is (``sidecar``).
 
 Export uses torch's ``torch.export``-based exporter: ``torch.export.export`` for the graph, then
-``torch.onnx.export(..., dynamo=True)`` (which needs onnxscript) for its translation. onnx, onnxscript and onnxruntime are optional dependencies
-(``requirements-extras.txt``); they are imported only here.
+``torch.onnx.export(..., dynamo=True)`` (which needs onnxscript) for its translation. onnx,
+onnxscript and onnxruntime are optional dependencies (``requirements-extras.txt``), imported only here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
             program = torch.onnx.export(exported, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                         opset_version=opset, dynamo=True, optimize=optimize, verbose=False)
         except Exception as error:
-            raise RunFailure(f"ONNX export failed {_in(_module_of_failed_node(exported, error), model)}: "
+            raise RunFailure(f"ONNX export failed {_in(_module_of_failed_node(error), model)}: "
                              f"{_reason(error)}") from None
     program.save(str(path))
     return path
@@ -160,22 +159,21 @@ def _in(where: tuple[str, str] | None, model: nn.Module) -> str:
     return f"in module {where[0]} ({where[1]})" if where else f"in {type(model).__name__}"
 
 
-def _module_of_failed_node(exported: Any, error: BaseException) -> tuple[str, str] | None:
-    """(module name, class name) of the graph node whose operation the ONNX translation names, if any.
+def _module_of_failed_node(error: BaseException) -> tuple[str, str] | None:
+    """(module name, class name) of the graph node the ONNX translation failed on, if any.
 
-    The translation works on a decomposed graph (``aten._linalg_eigh`` for ``aten.linalg_eigh``), so
-    operations are matched by name without leading underscores and overload."""
-    text = " ".join(str(e) for e in _chain(error))
-    match = re.search(r"target=torch\.ops\.\w+\.(\w+)", text)
-    if match is None:
-        return None
-    operation = match.group(1).lstrip("_")
-    for node in exported.graph.nodes:
-        name = getattr(node.target, "__name__", "")
-        stack = node.meta.get("nn_module_stack")
-        if node.op == "call_function" and stack and name.split(".")[0].lstrip("_") == operation:
-            module, cls = list(stack.values())[-1]
-            return module, str(cls).rsplit(".", 1)[-1]
+    The translation works on a decomposed graph (``aten._linalg_eigh`` for ``linalg.eigvalsh``) whose
+    nodes keep the ``nn_module_stack`` of the call that made them; the failing node is a local of
+    the translator's frames in the error's traceback."""
+    for link in reversed(_chain(error)):
+        frame = link.__traceback__
+        while frame is not None:
+            for value in list(frame.tb_frame.f_locals.values()):
+                stack = value.meta.get("nn_module_stack") if isinstance(value, torch.fx.Node) else None
+                if stack:
+                    module, cls = list(stack.values())[-1]
+                    return module, str(cls).rsplit(".", 1)[-1]
+            frame = frame.tb_next
     return None
 
 
