@@ -154,6 +154,15 @@ class DistanceMatrix:
         return path
 
 
+def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike], flag: str = "--output") -> None:
+    """Raise ``InputError`` if ``output`` is one of ``inputs`` (the same file, by any path or link to it)."""
+    target = Path(output).resolve()
+    for source in inputs:
+        if Path(source).resolve() == target or (target.exists() and Path(source).exists() and os.path.samefile(source, target)):
+            raise InputError(f"{flag} {output} is also an input ({source}); writing it would replace that input: "
+                             f"choose another {flag}")
+
+
 def format_rows(row_ids: np.ndarray, values: np.ndarray) -> bytes:
     """Lines ``<id>,<%10.5f value>,...\\n`` for each row, byte-identical to Python's ``"%10.5f" % value``.
 
