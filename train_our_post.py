@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from reid.engine import ScheduleName
+from reid.errors import run_script
 from reid.losses import LossName
 from reid.training import parse_training_config, run
 
@@ -123,4 +124,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_training_config(Configuration))
+    run_script(main, lambda: parse_training_config(Configuration))

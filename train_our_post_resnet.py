@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reid.errors import run_script
 from reid.training import parse_training_config, run
 from train_our_post import Configuration as VitConfiguration
 
@@ -39,4 +40,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_training_config(Configuration))
+    run_script(main, lambda: parse_training_config(Configuration))

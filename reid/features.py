@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reid.errors import InputError
+
 FEATURE_KEYS = ("features", "img_id", "player", "img_type", "folder", "split", "checkpoint", "flip")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(InputError):
     """A features file that does not follow the format above (message: the file and what is wrong)."""
 
 
