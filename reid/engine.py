@@ -248,7 +248,7 @@ def _load_problem(error: BaseException) -> str:
         return "the file ends too early: empty or truncated"
     if "central directory" in text or "PytorchStreamReader" in text:
         return "an incomplete zip archive: truncated or damaged"
-    unsupported = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), None)
+    unsupported = next((line.strip() for line in text.splitlines() if "unsupported global" in line.lower()), None)
     if unsupported:
         return f"it holds Python objects a weights-only load refuses, as loading them could run code: {unsupported[:160]}"
     return "not a PyTorch checkpoint: truncated, or a file of another kind"
@@ -262,17 +262,22 @@ def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | t
     that configuration as a plain dict).
     """
     state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    name = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    where = "" if isinstance(checkpoint, dict) else f"{checkpoint}: "  # a loaded dict: the caller names its file
     if "model" not in state or "config" not in state:
-        raise InputError(f"{name} is not a training checkpoint of this project (no 'model' or 'config' entry)")
+        raise InputError(f"{where}not a training checkpoint of this project (no 'model' or 'config' entry)")
     config = dict(state["config"])
     encoder = build_model(config | {"pretrained": False, "pretrained_file": None, "grad_checkpointing": False})
+    expected, found = set(encoder.state_dict()), set(state["model"])
+    if expected != found:  # another architecture than the configuration says
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        raise InputError(f"{where}its weights do not fit {config.get('model')!r}, the model its configuration names: "
+                         f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
     try:
         encoder.load_state_dict(state["model"])
-    except RuntimeError as error:  # missing / unexpected keys, other shapes: another architecture
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise InputError(f"{name}: its weights do not fit {config.get('model')!r}, the model its configuration names "
-                         f"({first[:300]})") from None
+    except RuntimeError as error:  # the same names, other shapes
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise InputError(f"{where}its weights do not fit {config.get('model')!r}, the model its configuration names: "
+                         f"{lines[-1][:200]}") from None
     return encoder.to(device).eval(), config
 
 

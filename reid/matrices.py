@@ -272,7 +272,11 @@ def _read_header(path: Path) -> list[bytes]:
         line = file.readline()
     if not line.strip():
         raise MatrixFileError(f"{path}: line 1: expected the header '0,<gallery id>,...', found an empty line")
-    return line.rstrip(b"\r\n").split(b",")
+    fields = line.rstrip(b"\r\n").split(b",")
+    if len(fields) < 2:
+        found = line.strip()[:40].decode(errors="replace")
+        raise MatrixFileError(f"{path}: line 1: expected the header '0,<gallery id>,...', found {found!r} (not a distance CSV?)")
+    return fields
 
 
 def _data_lines(path: Path):

@@ -100,7 +100,7 @@ def check_model_name(model: str) -> None:
         name, known, how = model.split(".")[0], timm.list_models(), "timm.list_models()"
     if name in known:
         return
-    close = difflib.get_close_matches(name, known, n=3)
+    close = " or ".join(repr(n) for n in difflib.get_close_matches(name, known, n=3))
     raise InputError(f"unknown model {model!r}{f' (did you mean {close}?)' if close else ''}; "
                      f"the known names are in {how}")
 
