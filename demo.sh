@@ -15,7 +15,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # A tiny CNN (0.4 M parameters, random init) at 48 x 24 pixels: 6 epochs take about 30 s on a CPU
 # (one loader process decodes images on the second core while the main one trains).
 TINY=(--model test_resnet --no-pretrained --img-size 48 24 --batch-size 32 --lr 2e-3 --warmup-epochs 0
-      --scheduler constant --epochs 6 --device cpu --num-workers 1 --no-verbose --data-dir "$DATA" --model-path "$MODELS")
+      --scheduler constant --epochs 6 --device cpu --num-workers 1 --no-verbose --data-dir "$DATA" --model-path "$MODELS"
+      --overwrite)  # a second demo replaces the first one's runs
 
 echo "== 1/9 download_data.py: the synthetic twin (no network)"
 python download_data.py --source synthetic --data-dir "$DATA" --scale small --seed 0

@@ -30,6 +30,7 @@ from reid.data import image_paths
 from reid.engine import autocast_dtype, load_checkpoint, load_encoder
 from reid.errors import InputError, run_script
 from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
+from reid.evaluation import check_finite_features
 from reid.plots import plot_rank_list
 from reid.prediction import (choose_queries, held_out_split, query_average_precision, rerank_settings, resolve_device,
                              scores_table, split_frames)
@@ -106,6 +107,7 @@ def main(config: Configuration) -> dict[str, float]:
     features = features_for_frame(encoder, pd.concat([query, gallery], ignore_index=True), config.data_dir, device,
                                   batch_size=config.batch_size, num_workers=config.num_workers, flip=flip,
                                   amp_dtype=autocast_dtype(device, config.mixed_precision), verbose=config.verbose)
+    check_finite_features(features, config.checkpoint)
     on_device = torch.from_numpy(features).to(device) if device.type == "cuda" else features
 
     # distances and scores

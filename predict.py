@@ -30,6 +30,7 @@ from reid.config import save_config
 from reid.engine import autocast_dtype, load_encoder
 from reid.errors import InputError, run_script
 from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
+from reid.evaluation import check_finite_features
 from reid.features import FeatureSet
 from reid.fusion import similarity_fusion
 from reid.prediction import model_names, rerank_settings, resolve_device, scores_table, split_frames, split_matrix
@@ -103,6 +104,7 @@ def main(config: Configuration) -> None:
             features = features_for_frame(encoder, rows, config.data_dir, device, batch_size=config.batch_size,
                                           num_workers=config.num_workers, flip=config.flip,
                                           amp_dtype=autocast_dtype(device, config.mixed_precision), verbose=config.verbose)
+            check_finite_features(features, checkpoint)
             if config.save_features:
                 FeatureSet.from_frame(rows, features, split, checkpoint, config.flip).save(
                     config.output_dir / name / f"features_{split}.npz")

@@ -6,6 +6,7 @@ Examples:
     python train_our_post.py --model test_vit --no-pretrained --img-size 32 --epochs 2 --device cpu   # seconds on a CPU
     torchrun --nproc_per_node 4 train_our_post.py --batch-size 32         # 4 GPUs, 4 x 32 pairs per step
     python train_our_post.py --resume model/<run>/last.pth --epochs 12   # continue (or lengthen) a run
+    python train_our_post.py --run-name try1 --overwrite                 # replace the run in model/try1/
 
 Outputs in model_path/run_name/: config.json, log.txt, metrics.csv, curves.png, last.pth, best.pth.
 """
@@ -13,6 +14,7 @@ Outputs in model_path/run_name/: config.json, log.txt, metrics.csv, curves.png, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -112,7 +114,10 @@ class Configuration:
     run_name: str | None = None
     """Run folder name; None = <model>_<fold>_seed<seed>_<date-time>."""
     resume: Path | None = None
-    """last.pth of a run to continue in its folder (its config is the default; --epochs may be raised)."""
+    """last.pth of a run to continue in its folder. Its configuration is the default; flags given beside it take
+    effect (lr, epochs, evaluation, ...) or are refused when they cannot (model, image size, batch size, ...)."""
+    overwrite: bool = False
+    """Replace the run already in model_path/run_name (without it, an existing run folder is refused)."""
     device: str = "auto"
     """auto (one GPU per process if any, else CPU), cpu, cuda, cuda:1, ..."""
     verbose: bool = True
@@ -124,4 +129,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    run_script(main, lambda: parse_training_config(Configuration))
+    run_script(main, partial(parse_training_config, Configuration))

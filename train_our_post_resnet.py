@@ -11,6 +11,7 @@ Every field is described in train_our_post.py; only the defaults below differ.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from reid.errors import run_script
 from reid.training import parse_training_config, run
@@ -40,4 +41,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    run_script(main, lambda: parse_training_config(Configuration))
+    run_script(main, partial(parse_training_config, Configuration))

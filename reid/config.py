@@ -35,17 +35,18 @@ class ConfigError(InputError):
     """A saved configuration does not fit the dataclass (unknown field, wrong type)."""
 
 
-def parse(config_class: type[T], args: Sequence[str] | None = None, description: str | None = None) -> T:
+def parse(config_class: type[T], args: Sequence[str] | None = None, description: str | None = None,
+          default: T | None = None) -> T:
     """Build ``config_class`` from the command line.
 
     args: the command-line words (default ``sys.argv[1:]``). ``--config PATH`` (or ``--config=PATH``)
     anywhere among them loads that JSON as the defaults; the other flags override it.
     description: text at the top of ``--help``; by default the calling script's module docstring.
+    default: an instance whose values are the defaults (``--config`` replaces it), e.g. a checkpoint's configuration.
     On a bad flag or value, prints a message naming the flag and what was expected, and exits 2.
     """
     args = list(sys.argv[1:] if args is None else args)
     config_path, args = _pop_config_flag(args)
-    default = None
     if config_path is not None:
         try:
             default = load_config(config_class, config_path)

@@ -2,7 +2,8 @@
 
 Checkpoints are plain dicts of state_dicts, numbers, strings and tensors (the training configuration
 as a plain dict included), written to a temporary file then renamed (an interruption never leaves a
-half-written checkpoint) and read with ``torch.load(..., weights_only=True)``.
+half-written checkpoint) and read with ``torch.load(..., weights_only=True)``. A state holding a NaN
+or infinite tensor is never written.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from reid.errors import InputError
+from reid.errors import InputError, RunFailure
 from reid.models import Encoder, build_model
 
 ScheduleName = Literal["polynomial", "cosine", "linear", "constant"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class NonFiniteError(RunFailure):
+    """Training diverged: the loss, the gradient norm, a weight or a buffer became NaN or infinite."""
 
 
 class AverageMeter:
@@ -130,8 +131,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
 
     model: a ``PairModel`` (or its DDP wrapper) returning (loss, parts). The optimiser (and the
     scheduler) step every ``gradient_accumulation`` batches; gradients are clipped to
-    ``gradient_clipping`` (L2 norm) when set. A NaN or infinite loss raises ``NonFiniteLossError``
-    naming the epoch and step before anything is updated with it.
+    ``gradient_clipping`` (L2 norm) when set. Divergence raises ``NonFiniteError`` naming the epoch and
+    the step: a NaN or infinite loss (before it updates anything), gradient norm (before the optimiser
+    step; not under fp16, whose scaler skips such steps) or buffer (after each optimiser step: cheap,
+    BatchNorm statistics are small), and at the end any non-finite parameter or buffer.
     Returns {"loss": mean loss, "lr": learning rate at the end, "<term>": mean of each loss term}.
     """
     model.train()
@@ -140,6 +143,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     total = len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(loader, total=total, desc=f"train {epoch}", disable=not verbose, dynamic_ncols=True, leave=False)
     parameters = [p for p in model.parameters() if p.requires_grad]
+    step = 0
+    where = lambda: f"epoch {epoch}, step {step}{f' of {total}' if total else ''}"  # noqa: E731
     for step, (query, gallery, labels) in enumerate(bar, start=1):
         query, gallery = query.to(device, non_blocking=True), gallery.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -151,17 +156,23 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             with _autocast(device, amp_dtype):
                 loss, parts = model(query, gallery, labels)
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"the loss is {loss.item()} at epoch {epoch}, step {step}"
-                                         f"{f' of {total}' if total else ''}; training stopped")
+                raise NonFiniteError(f"the loss is {loss.item()} at {where()}; training stopped")
             # backward
             scaled = loss / gradient_accumulation
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if update:
-            # clip
+            # clip, and check the gradient norm: a non-finite one would reach every weight (under fp16 the
+            # scaler skips such steps itself and lowers its scale)
+            if scaler is not None and gradient_clipping is not None:
+                scaler.unscale_(optimizer)
+            norm = None
             if gradient_clipping is not None:
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, max_norm=gradient_clipping)
+                norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm=gradient_clipping)
+            elif scaler is None:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+            if scaler is None and not torch.isfinite(norm):
+                raise NonFiniteError(f"the gradient norm is {norm.item()} at {where()} (before the optimiser step); "
+                                     "training stopped")
             # step
             if scaler is not None:
                 scaler.step(optimizer)
@@ -171,6 +182,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
+            _stop_if_non_finite(model.named_buffers(), f"after the optimiser step at {where()}")
         # log
         batch_size = query.shape[0]
         meters["loss"].update(loss.item(), batch_size)
@@ -178,7 +190,44 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             meters.setdefault(name, AverageMeter()).update(value, batch_size)
         bar.set_postfix(loss=f"{meters['loss'].avg:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     bar.close()
+    _stop_if_non_finite([*model.named_parameters(), *model.named_buffers()], f"at the end of {where()}")
     return {name: meter.avg for name, meter in meters.items()} | {"lr": optimizer.param_groups[0]["lr"]}
+
+
+def non_finite_tensors(state: Any) -> list[str]:
+    """Dotted names of the floating-point tensors in ``state`` (a tensor, or nested dicts, lists and
+    tuples of them and of other values, e.g. a checkpoint) that hold a NaN or an infinity."""
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, value in _flatten(state):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            by_device.setdefault(value.device, []).append((name, value))
+    bad = []
+    for tensors in by_device.values():  # one synchronisation per device
+        finite = torch.stack([torch.isfinite(value).all() for _, value in tensors]).tolist()
+        bad += [name for (name, _), ok in zip(tensors, finite) if not ok]
+    return bad
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted name, leaf) for every leaf of nested dicts, lists and tuples."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}{key}.")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _flatten(item, f"{prefix}{index}.")
+    else:
+        yield prefix.rstrip("."), value
+
+
+def _stop_if_non_finite(named: Iterable[tuple[str, torch.Tensor]], where: str) -> None:
+    bad = non_finite_tensors({name.removeprefix("module."): value for name, value in named})
+    if bad:
+        raise NonFiniteError(f"non-finite values in {_some(bad)} {where}; training stopped")
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more tensor(s)" if len(names) > shown else "")
 
 
 # ---------------------------------------------------------------- features
@@ -208,8 +257,14 @@ def extract_features(encoder: nn.Module, loader: Iterable, device: torch.device,
 # ---------------------------------------------------------------- checkpoints
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` with torch.save to a temporary file beside ``path``, then rename it into place."""
+    """Write ``state`` with torch.save to a temporary file beside ``path``, then rename it into place.
+
+    A NaN or infinite floating-point tensor anywhere in ``state`` raises ``NonFiniteError`` naming it,
+    and nothing is written (the file already at ``path`` is kept)."""
     path = Path(path)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise NonFiniteError(f"non-finite values in {_some(bad)}: {path} not written")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

@@ -24,6 +24,7 @@ from reid import metrics, rerank
 from reid.data import ImageDataset, image_paths
 from reid.distance import ArrayLike, squared_euclidean
 from reid.engine import extract_features
+from reid.errors import InputError
 from reid.models import Encoder
 from reid.transforms import eval_transform
 
@@ -122,6 +123,17 @@ def features_for_frame(encoder: Encoder, df: pd.DataFrame, data_dir: str | Path,
     gathered: list[np.ndarray | None] = [None] * world_size
     dist.all_gather_object(gathered, features)
     return np.concatenate([part for part in gathered if part is not None])
+
+
+def check_finite_features(features: np.ndarray, checkpoint: str | Path) -> np.ndarray:
+    """``features`` (N, D) unchanged; ``InputError`` naming ``checkpoint`` when a row holds NaN or inf
+    (no distance, score or matrix is ever computed from them)."""
+    bad = int((~np.isfinite(features)).any(axis=1).sum())
+    if bad:
+        raise InputError(f"{checkpoint}: the features of {bad} of {len(features)} images hold NaN or infinite values: "
+                         "its weights are broken (a diverged run?), or they overflow in half precision (then try "
+                         "without mixed precision)")
+    return features
 
 
 def format_scores(scores: dict[str, float], distances: Sequence[str] = DISTANCES) -> str:

@@ -7,6 +7,13 @@ evaluation, epoch 0 = zero-shot), ``curves.png``, ``last.pth`` (everything neede
 ``best.pth`` (weights + configuration of the best epoch by ``best_metric``).
 
 ``config`` is a script's Configuration (see ``train_our_post.py`` for every field and its meaning).
+
+Faults: a run folder that holds a run is refused unless the run is resumed or ``overwrite`` is set,
+and one in use by a live run always (``reid.run_folder``). A resumed run takes the checkpoint's
+configuration as the truth: the fields of ``RESUMABLE_FIELDS`` may change and take effect, any other
+change is refused by name. A diverging run (NaN or infinite loss, gradient norm, weight, buffer or
+feature) stops naming the epoch, the step and the last good checkpoint; no checkpoint holding a
+non-finite tensor is ever written.
 """
 
 from __future__ import annotations
@@ -17,9 +24,8 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,37 +36,58 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from reid.config import config_to_dict, parse, save_config
+from reid.config import ConfigError, config_from_dict, config_to_dict, parse, save_config
 from reid.data import PairDataset, UniquePlayerBatchSampler, image_paths, load_train_frame, player_labels, query_gallery, split_train_test
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
-from reid.engine import (NonFiniteLossError, PairModel, autocast_dtype, build_scheduler, load_checkpoint,
-                         make_grad_scaler, rng_state, save_checkpoint, set_rng_state, train_one_epoch)
+from reid.engine import (NonFiniteError, PairModel, autocast_dtype, build_scheduler, load_checkpoint, make_grad_scaler,
+                         non_finite_tensors, rng_state, save_checkpoint, set_rng_state, train_one_epoch)
+from reid.errors import InputError, RunFailure, message
 from reid.evaluation import evaluate_features, features_for_frame, format_scores
 from reid.losses import ReidLoss
 from reid.models import build_model
 from reid.plots import plot_training_curves
+from reid.run_folder import claim_run_folder
 from reid.transforms import train_transform
 
 T = TypeVar("T")
 LOGGER_NAME = "reid.training"
-# Fields that define what the weights are; a checkpoint resumed with other values cannot load.
-ARCHITECTURE_FIELDS = ("model", "loss", "remove_proj")
+# The fields a resumed run may change: each takes effect from the first resumed epoch. Any other
+# field defines what the weights are (model, image size, loss), what the epochs already trained saw
+# (batch size, accumulation, seed, split) or has no effect once a run has started (zero_shot,
+# pretrained weights), and is refused when it differs from the checkpoint's.
+RESUMABLE_FIELDS = frozenset({
+    "epochs", "lr", "lr_end", "weight_decay", "scheduler", "warmup_epochs", "gradient_clipping",  # optimisation
+    "label_smoothing", "triplet_margin", "prob_flip", "mixed_precision", "grad_checkpointing",  # loss, augmentation, memory
+    "rerank", "k1", "k2", "lambda_value", "flip_test", "batch_size_eval",  # evaluation
+    "data_dir", "num_workers", "device", "verbose",  # where and how
+})
+# Fields that say what one invocation does rather than what the run is.
+ACTION_FIELDS = ("resume", "overwrite")
 
 
 def parse_training_config(config_class: type[T], args: Sequence[str] | None = None) -> T:
     """``parse`` for training scripts: with ``--resume CKPT`` (and no ``--config``), the checkpoint's
     own configuration is the default, so ``--resume model/run/last.pth --epochs 12`` continues the
-    same run and only the flags given change."""
+    same run and only the flags given change. (The run folder's config.json is not read: the
+    checkpoint is the truth, and ``run`` reports a config.json that disagrees with it.)"""
     args = list(sys.argv[1:] if args is None else args)
     resume = _flag_value(args, "--resume")
+    default = None
     if resume is not None and _flag_value(args, "--config") is None and Path(resume).is_file():
-        saved = Path(resume).with_name("config.json")
-        if not saved.is_file():
-            values = load_checkpoint(resume)["config"]
-            saved = Path(tempfile.mkdtemp()) / "config.json"
-            saved.write_text(json.dumps(values))
-        args = ["--config", str(saved), *args]
-    return parse(config_class, args)
+        default = checkpoint_config(config_class, resume)
+    return parse(config_class, args, default=default)
+
+
+def checkpoint_config(config_class: type[T], path: str | os.PathLike) -> T:
+    """The training configuration saved in the checkpoint at ``path``, as ``config_class``."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise InputError(f"--resume {path}: not a training checkpoint of this project (no configuration inside)")
+    try:
+        return config_from_dict(config_class, state["config"])
+    except ConfigError as error:
+        raise InputError(f"--resume {path}: its configuration does not fit {config_class.__name__} ({error}); "
+                         "was it written by another version of this project?") from None
 
 
 def _flag_value(args: Sequence[str], flag: str) -> str | None:
@@ -91,8 +118,17 @@ def run(config: Any) -> Path:
 def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
     _check(config)
     resume_state = load_checkpoint(config.resume) if config.resume is not None else None
-    run_dir = Path(config.resume).parent if resume_state else Path(config.model_path) / (config.run_name or default_run_name(config))
+    changes: dict[str, tuple[Any, Any]] = {}
+    if resume_state is not None:
+        config, changes = _resume_config(config, resume_state)
+        run_dir = Path(config.resume).parent
+    else:
+        run_dir = Path(config.model_path) / (config.run_name or default_run_name(config))
+    # the folder: locked for this run, refused when in use or holding another run (rank 0 decides for all)
+    folder = _decided_on_main(env, lambda: claim_run_folder(run_dir, resume=resume_state is not None,
+                                                              overwrite=config.overwrite))
     log = _make_logger(run_dir / "log.txt" if env.is_main else None)
+    started = False  # log.txt is written from the header on (a run that fails before leaves no empty log)
     try:
         seed_everything(config.seed + env.rank)
         if device.type == "cuda":  # speed over bit-exactness on GPUs (autotuned kernels, TF32 matmuls)
@@ -133,19 +169,37 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
 
         # resume
         start_epoch, best = 0, {"score": -math.inf, "epoch": None}
+        last_good: tuple[Path, int] | None = None  # (checkpoint, epoch) that a failure can point to
         rows: list[dict[str, float]] = []
         if resume_state:
             start_epoch, best = _restore(resume_state, config, model, optimizer, scheduler, scaler, env)
+            last_good = (Path(config.resume), start_epoch)
             rows = _read_metrics(run_dir / "metrics.csv", up_to_epoch=start_epoch) if env.is_main else []
         if env.is_main:
-            save_config(config, run_dir / "config.json")
+            folder.remove_earlier_run()
+            if resume_state:
+                folder.notes += _config_json_disagreement(run_dir / "config.json", resume_state["config"])
+            save_config(_recorded(config), run_dir / "config.json")
+        started = True
         _log_header(log, config, env, device, encoder, train_df, query_df, gallery_df, len(sampler), amp_dtype, start_epoch)
+        if changes:
+            log.info("changed on resume: %s", ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()))
+        for note in folder.notes if env.is_main else []:
+            log.info("note: %s", note)
+
+        def failure(message: str) -> RunFailure:
+            kept = (f"the last good checkpoint is {last_good[0]} (epoch {last_good[1]})" if last_good
+                    else "no checkpoint was written")
+            return RunFailure(f"{message}; {kept}")
 
         def evaluate(epoch: int) -> dict[str, float] | None:
             features = features_for_frame(model.encoder, pd.concat([query_df, gallery_df]), config.data_dir, device,
                                           batch_size=config.batch_size_eval, num_workers=config.num_workers,
                                           flip=config.flip_test, amp_dtype=amp_dtype, verbose=config.verbose and env.is_main,
                                           rank=env.rank, world_size=env.world_size)
+            if not np.isfinite(features).all():  # every rank holds all features: all stop together
+                raise failure(f"the held-out features of epoch {epoch} hold NaN or infinite values (the weights diverged, "
+                              f"or overflow{f' in {amp_dtype}' if amp_dtype else ''}); training stopped")
             if not env.is_main:
                 return None
             scores = evaluate_features(features[:len(query_df)], features[len(query_df):], query_df["player"].to_numpy(),
@@ -163,23 +217,21 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                 _write_metrics(rows, run_dir)
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            # train
+            # train (the loss, gradient norm and buffers checked at every step, every weight at the end)
             sampler.set_epoch(epoch)
-            started = time.perf_counter()
+            started_at = time.perf_counter()
             try:
                 stats = train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler, amp_dtype=amp_dtype,
                                         gradient_accumulation=config.gradient_accumulation,
                                         gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main)
-            except NonFiniteLossError as error:
-                kept = run_dir / "last.pth"
-                log.error("%s; the last good checkpoint is %s", error, kept if kept.is_file() else "none (no epoch finished)")
-                raise
-            seconds = time.perf_counter() - started
+            except NonFiniteError as error:
+                raise failure(str(error)) from None
+            seconds = time.perf_counter() - started_at
             log.info("epoch %d: loss %.4f, lr %.3g, %.1f s (%.1f images/s)", epoch, stats["loss"], stats["lr"], seconds,
                      2 * len(sampler) * config.batch_size * env.world_size / seconds)
             # evaluate
             scores = evaluate(epoch)
-            # log and save (rank 0)
+            # log and save (rank 0; save_checkpoint writes nothing non-finite)
             states = _gather_rng_states(env)
             if env.is_main:
                 rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds})
@@ -188,48 +240,135 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                 if is_best:
                     best = {"score": scores[config.best_metric], "epoch": epoch}
                 weights = {"model": model.encoder.state_dict(), "criterion": model.criterion.state_dict(),
-                           "config": config_to_dict(config), "epoch": epoch, "scores": scores}
-                if is_best:
-                    save_checkpoint(weights, run_dir / "best.pth")
-                save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                           "scaler": scaler.state_dict() if scaler is not None else None,
-                                           "step": scheduler.last_epoch, "best": best, "rng": states},
-                                run_dir / "last.pth")
+                           "config": config_to_dict(_recorded(config)), "epoch": epoch, "scores": scores}
+                try:
+                    if is_best:
+                        save_checkpoint(weights, run_dir / "best.pth")
+                    save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                               "scaler": scaler.state_dict() if scaler is not None else None,
+                                               "step": scheduler.last_epoch, "best": best, "rng": states},
+                                    run_dir / "last.pth")
+                except NonFiniteError as error:
+                    raise failure(f"after epoch {epoch}: {error}") from None
                 log.info("saved %s%s", run_dir / "last.pth", f" and {run_dir / 'best.pth'} (best {config.best_metric})" if is_best else "")
+            last_good = (run_dir / "last.pth", epoch)
             barrier()
         if env.is_main:
             log.info("done: best %s %.4f at epoch %s; outputs in %s", config.best_metric, best["score"], best["epoch"], run_dir)
         return run_dir
+    except (RunFailure, InputError) as error:
+        if started:
+            _log_to_file(log, f"error: {message(error)}")  # without the traceback of a DataLoader worker
+        raise
     finally:
         for handler in list(log.handlers):
             handler.close()
             log.removeHandler(handler)
+        if folder is not None:
+            folder.release()
 
 
 def _check(config: Any) -> None:
     if config.epochs < 0 or config.batch_size < 1 or config.gradient_accumulation < 1:
-        raise ValueError("epochs must be >= 0, batch_size and gradient_accumulation >= 1")
+        raise InputError("--epochs must be >= 0, --batch-size and --gradient-accumulation >= 1")
     if not config.rerank and config.best_metric != "map_raw":
-        raise ValueError(f"best_metric {config.best_metric} needs the re-ranked scores: set --rerank or --best-metric map_raw")
+        raise InputError(f"--best-metric {config.best_metric} needs the re-ranked scores: set --rerank or --best-metric map_raw")
+    if config.resume is not None and config.overwrite:
+        raise InputError("--resume continues the run in its folder, --overwrite replaces it: give one of them")
+
+
+def _recorded(config: Any) -> Any:
+    """The configuration as config.json and the checkpoints keep it: the run's settings, without this
+    invocation's actions (loading that config.json with --config starts a new run, not a resume)."""
+    return dataclasses.replace(config, resume=None, overwrite=False)
+
+
+def _resume_config(config: Any, state: dict[str, Any]) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+    """The configuration of a resumed run, checked against the checkpoint's (the truth).
+
+    Unset derived fields (image size, normalisation, run name: None) take the checkpoint's values;
+    the run stays in the checkpoint's folder. Returns (configuration, {field: (checkpoint's value,
+    this run's)} for every changed field). Raises ``InputError`` naming every field that cannot change
+    (see ``RESUMABLE_FIELDS``), for a weights-only checkpoint, and for one holding non-finite values.
+    """
+    path = Path(config.resume)
+    if not isinstance(state.get("config"), dict) or "optimizer" not in state:
+        raise InputError(f"--resume {path}: this checkpoint holds no optimiser state (weights only, or not a training "
+                         "checkpoint); resume from the run's last.pth")
+    saved = state["config"]
+    filled = {name: saved[name] for name in ("img_size", "mean", "std") if getattr(config, name) is None and saved.get(name)}
+    config = dataclasses.replace(config, **{name: tuple(value) for name, value in filled.items()},
+                                 run_name=config.run_name or saved.get("run_name") or path.parent.name)
+    current = config_to_dict(config)
+    changes = {name: (saved[name], value) for name, value in current.items()
+               if name not in ACTION_FIELDS and name in saved and saved[name] != value}
+    fixed = [name for name in changes if name not in RESUMABLE_FIELDS]
+    if fixed:
+        listed = "; ".join(f"--{name.replace('_', '-')} (checkpoint: {changes[name][0]!r}, given: {changes[name][1]!r})"
+                           for name in fixed)
+        raise InputError(f"--resume {path}: cannot change on resume: {listed}. Leave these out to continue the run, "
+                         "or start a new run")
+    if config.epochs < int(state["epoch"]):
+        raise InputError(f"--resume {path}: --epochs {config.epochs} is fewer than the {state['epoch']} already trained")
+    bad = non_finite_tensors({part: state.get(part) for part in ("model", "criterion", "optimizer")})
+    if bad:
+        raise InputError(f"--resume {path}: the checkpoint holds NaN or infinite values ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); it cannot be continued: start a new run")
+    return dataclasses.replace(config, model_path=path.parent.parent, run_name=path.parent.name), changes
+
+
+def _config_json_disagreement(path: Path, saved: dict[str, Any]) -> list[str]:
+    """A note when the run folder's config.json is unreadable or disagrees with the checkpoint's configuration."""
+    if not path.is_file():
+        return []
+    try:
+        written = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return [f"{path} is unreadable ({error}); the checkpoint's configuration is used and {path.name} rewritten"]
+    if not isinstance(written, dict):
+        return [f"{path} holds no configuration; the checkpoint's is used and {path.name} rewritten"]
+    differing = sorted(name for name in set(written) | set(saved) if name not in ACTION_FIELDS
+                       and written.get(name) != saved.get(name))
+    if not differing:
+        return []
+    shown = ", ".join(f"{name} {written.get(name)!r} (checkpoint: {saved.get(name)!r})" for name in differing[:5])
+    return [f"{path} disagrees with the checkpoint in {shown}{' and more' if len(differing) > 5 else ''}; "
+            f"the checkpoint's configuration is used and {path.name} rewritten"]
+
+
+def _decided_on_main(env: DistEnv, work: Callable[[], T]) -> T | None:
+    """``work()`` on rank 0 only; when it raises ``InputError`` every rank raises it (none waits for rank 0 forever)."""
+    result, message = None, None
+    if env.is_main:
+        try:
+            result = work()
+        except InputError as error:
+            message = str(error)
+    if env.is_distributed:
+        box = [message]
+        torch.distributed.broadcast_object_list(box, src=0)
+        message = box[0]
+    if message is not None:
+        raise InputError(message)
+    return result
 
 
 def _restore(state: dict[str, Any], config: Any, model: PairModel, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler | None,
              env: DistEnv) -> tuple[int, dict[str, Any]]:
-    """Load a ``last.pth`` into the run's objects; returns (epochs done, best so far)."""
-    saved = state["config"]
-    for name in ARCHITECTURE_FIELDS:
-        if saved.get(name) != getattr(config, name):
-            raise ValueError(f"--resume {config.resume}: the checkpoint was trained with {name}={saved.get(name)!r}, "
-                             f"this run says {getattr(config, name)!r}")
-    if "optimizer" not in state:
-        raise ValueError(f"--resume {config.resume}: this checkpoint holds weights only; resume from a last.pth")
-    model.encoder.load_state_dict(state["model"])
-    model.criterion.load_state_dict(state["criterion"])
+    """Load a ``last.pth`` (checked by ``_resume_config``) into the run's objects; returns (epochs done, best so far)."""
+    try:
+        model.encoder.load_state_dict(state["model"])
+        model.criterion.load_state_dict(state["criterion"])
+    except RuntimeError as error:  # e.g. another number of training players for the ID loss's classifier
+        raise InputError(f"--resume {config.resume}: the checkpoint's weights do not fit this run: {error}") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    # The schedule may have been stretched (--epochs raised): continue on the new curve.
+    # This run's lr and weight decay (the saved ones, unless changed on resume), on the schedule built
+    # from this run's fields: continued at the saved step (the curve may have been stretched by --epochs).
+    scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
     for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["initial_lr"], group["weight_decay"] = base_lr, config.weight_decay
         group["lr"] = base_lr * factor(scheduler.last_epoch)
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
@@ -277,11 +416,19 @@ def _make_logger(path: Path | None) -> logging.Logger:
     path.parent.mkdir(parents=True, exist_ok=True)
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
-    file = logging.FileHandler(path, mode="a", encoding="utf-8")
+    file = logging.FileHandler(path, mode="a", encoding="utf-8", delay=True)  # no file before the first message
     file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(console)
     log.addHandler(file)
     return log
+
+
+def _log_to_file(log: logging.Logger, message: str) -> None:
+    """``message`` into log.txt only (the console gets it from the script's error line)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _log_header(log: logging.Logger, config: Any, env: DistEnv, device: torch.device, encoder: torch.nn.Module,

@@ -1,4 +1,4 @@
-"""Schedules, checkpoints, random states, feature extraction and the NaN stop."""
+"""Schedules, checkpoints, random states, feature extraction and the stops on NaN or inf."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from tiny_models import one_thread  # noqa: F401  (autouse)
-from reid.engine import (NonFiniteLossError, PairModel, build_scheduler, extract_features, load_checkpoint,
-                         load_encoder, lr_factor, rng_state, save_checkpoint, set_rng_state, train_one_epoch)
+from reid.engine import (NonFiniteError, PairModel, build_scheduler, extract_features, load_checkpoint, load_encoder,
+                         lr_factor, rng_state, save_checkpoint, set_rng_state, train_one_epoch)
+from reid.errors import RunFailure
 from reid.losses import ReidLoss
 from reid.models import build_model
 
@@ -129,5 +130,69 @@ def test_a_nan_loss_stops_naming_epoch_and_step():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batches = pair_batches(3)
     batches[1][0][0, 0, 0, 0] = float("nan")  # the second batch holds a NaN pixel
-    with pytest.raises(NonFiniteLossError, match="epoch 7, step 2"):
+    with pytest.raises(NonFiniteError, match="the loss is nan at epoch 7, step 2 of 3"):
         train_one_epoch(model, batches, optimizer, None, torch.device("cpu"), epoch=7, verbose=False)
+
+
+def test_an_infinite_gradient_stops_before_the_optimiser_step():
+    torch.manual_seed(0)
+    model = tiny_pair_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = pair_batches(4)
+    steps = []
+    hook = model.criterion.logit_scale.register_hook(lambda grad: grad * math.inf if len(steps) == 1 else grad)
+    optimizer.register_step_post_hook(lambda *args: steps.append(1))
+    with pytest.raises(NonFiniteError, match="the gradient norm is inf at epoch 1, step 4 of 4 .before the optimiser step"):
+        train_one_epoch(model, batches, optimizer, None, torch.device("cpu"), epoch=1, gradient_accumulation=2, verbose=False)
+    hook.remove()
+    assert len(steps) == 1  # the update of steps 3-4 was not made
+    assert issubclass(NonFiniteError, RunFailure)  # a script reports it in one line, exit status 1
+
+
+class Poison(nn.Module):
+    """Wraps a model; after ``clean`` forward passes it makes one BatchNorm statistic infinite (as a diverged update)."""
+
+    def __init__(self, model: nn.Module, clean: int) -> None:
+        super().__init__()
+        self.model, self.clean = model, clean
+        self.norm = nn.BatchNorm1d(2)
+
+    def forward(self, *batch):
+        self.clean -= 1
+        if self.clean < 0:
+            self.norm.running_var[1] = math.inf
+        return self.model(*batch)
+
+
+def test_non_finite_buffers_stop_after_the_optimiser_step_and_non_finite_weights_at_the_end():
+    model = Poison(tiny_pair_model(), clean=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with pytest.raises(NonFiniteError, match=r"non-finite values in norm.running_var after the optimiser step at epoch 2, "
+                                             r"step 3 of 4"):
+        train_one_epoch(model, pair_batches(4), optimizer, None, torch.device("cpu"), epoch=2, verbose=False)
+    # a weight made non-finite outside any step (here: after the last one) is found at the end of the epoch
+    model = tiny_pair_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = pair_batches(3)
+
+    def poisoned_after_the_last_batch():
+        yield from batches
+        with torch.no_grad():
+            model.criterion.logit_scale.fill_(math.nan)
+
+    with pytest.raises(NonFiniteError, match=r"non-finite values in criterion.logit_scale at the end of epoch 5, step 3;"):
+        train_one_epoch(model, poisoned_after_the_last_batch(), optimizer, None, torch.device("cpu"), epoch=5,
+                        gradient_accumulation=4, verbose=False)
+
+
+def test_a_checkpoint_with_a_non_finite_tensor_is_never_written(tmp_path):
+    path = save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, tmp_path / "last.pth")
+    before = path.read_bytes()
+    optimizer_state = {"state": {0: {"step": torch.tensor(4.0), "exp_avg_sq": torch.tensor([1.0, math.inf])}}}
+    with pytest.raises(NonFiniteError, match=r"non-finite values in optimizer.state.0.exp_avg_sq: .*last.pth not written"):
+        save_checkpoint({"model": {"w": torch.ones(3)}, "optimizer": optimizer_state, "epoch": 2}, path)
+    with pytest.raises(NonFiniteError, match=r"model.w"):
+        save_checkpoint({"model": {"w": torch.tensor([math.nan])}, "scores": {"map_hard": math.nan}}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
+    # non-tensor NaNs (the scores of a run without re-ranking) are not weights
+    save_checkpoint({"model": {"w": torch.ones(3)}, "scores": {"map_hard": math.nan}}, path)

@@ -254,7 +254,7 @@ def test_evaluate_raw_only_and_option_errors(twin, checkpoints, tmp_path):
         evaluate.main(evaluate.Configuration(checkpoint=checkpoints[1], data_dir=twin, split="challenge", **FAST))
     not_a_checkpoint = tmp_path / "weights.pth"
     torch.save({"weights": torch.zeros(1)}, not_a_checkpoint)
-    with pytest.raises(ValueError, match="not a training checkpoint"):
+    with pytest.raises(ValueError, match=rf"^{not_a_checkpoint}: not a training checkpoint"):  # the path is named
         evaluate.main(evaluate.Configuration(checkpoint=not_a_checkpoint, data_dir=twin, output_dir=tmp_path, **FAST))
 
 
