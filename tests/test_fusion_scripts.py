@@ -12,7 +12,6 @@ import pytest
 
 from reid.matrices import DistanceMatrix
 from plain_postprocess import plain_dissimilarity_fusion, plain_similarity_fusion
-from script_cases import assert_error, case, run_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,37 +76,3 @@ def test_mismatched_or_malformed_inputs_are_reported(script, tmp_path):
     assert result.returncode != 0 and "bad.csv: line 2" in result.stderr
     assert not (tmp_path / "out.csv").exists()
 
-
-def test_non_finite_cells_bad_topk_and_an_output_over_an_input_are_refused(tmp_path):
-    gallery = [5, 5, 6]
-    good = DistanceMatrix(np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]]), [1, 2], gallery).write_csv(tmp_path / "good.csv")
-    for name, cell in (("nan", "nan"), ("inf", "inf")):
-        values = np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]])
-        values[1, 2] = float(cell)
-        DistanceMatrix(values, [1, 2], gallery).write_csv(tmp_path / f"{name}.csv")
-    (tmp_path / "data" / "data_reid").mkdir(parents=True)
-    before = good.read_bytes()
-    cases = []
-    for script in ("my_py/sim_fuse.py", "my_py/dissim_fuse.py"):
-        cases += [case(script, "--inputs", good, tmp_path / "nan.csv", "--output", tmp_path / "out.csv"),
-                  case(script, "--inputs", tmp_path / "inf.csv", good, "--output", tmp_path / "out.csv"),
-                  case(script, "--inputs", good, tmp_path / "nan.csv", "--output", good),
-                  case(script, "--inputs", good, good, "--output", tmp_path / "." / "good.csv", cwd=tmp_path)]
-    cases += [case("my_py/dissim_fuse.py", "--inputs", good, good, "--topk", 0, "--output", tmp_path / "out.csv"),
-              case("my_py/dissim_fuse.py", "--inputs", good, good, "--topk", -3, "--output", tmp_path / "out.csv"),
-              case("my_py/sim_fuse.py", "--inputs", good, good, "--weights", 1, "--output", tmp_path / "out.csv"),
-              case("predict_fortestset.py", "--csv", tmp_path / "nan.csv", "--data-dir", tmp_path / "data"),
-              case("predict_fortestset.py", "--csv", tmp_path / "inf.csv", "--data-dir", tmp_path / "data")]
-    results = iter(run_cases(cases, tmp_path))
-    for _ in range(2):
-        assert_error(next(results), 2, f"{tmp_path / 'nan.csv'}: line 3, column 4: the distance is 'nan', not a finite number")
-        assert_error(next(results), 2, f"{tmp_path / 'inf.csv'}: line 3, column 4: the distance is 'inf', not a finite number")
-        assert_error(next(results), 2, f"--output {good} is also an input ({good})")
-        assert_error(next(results), 2, "--output", "is also an input")
-    assert_error(next(results), 2, "--topk 0: must be at least 1")
-    assert_error(next(results), 2, "--topk -3: must be at least 1")
-    assert_error(next(results), 2, "--weights: 1 values for 2 --inputs")
-    assert_error(next(results), 2, f"{tmp_path / 'nan.csv'}: line 3, column 4: the distance is 'nan'")
-    assert_error(next(results), 2, f"{tmp_path / 'inf.csv'}: line 3, column 4: the distance is 'inf'")
-    assert not (tmp_path / "out.csv").exists()
-    assert good.read_bytes() == before

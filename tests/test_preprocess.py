@@ -175,21 +175,8 @@ def test_preprocess_script_on_the_small_twin(tmp_path):
         assert all((data_dir / "data_reid" / f / f"{i}.jpeg").is_file() for f, i in zip(df.folder, df.img_id))
     assert (data_dir / "data_reid" / "preprocess_config.json").is_file()
 
-    # --verify-images lists every unreadable or empty image, and writes no table
-    training = sorted((data_dir / "data_reid" / "reid_training").iterdir())
-    truncated, empty = training[3], training[700]
-    truncated.write_bytes(truncated.read_bytes()[:300])
-    empty.write_bytes(b"")
-    written = (data_dir / "data_reid" / "train_df.csv").stat().st_mtime_ns
-    failed = subprocess.run([sys.executable, "preprocess_data.py", "--data-dir", str(data_dir), "--verify-images",
-                             "--workers", "2"], **run)
-    assert failed.returncode == 2 and "Traceback" not in failed.stderr
-    lines = failed.stderr[failed.stderr.index("error: "):].strip().splitlines()  # after the progress bar
-    assert lines[0] == "error: 2 of 1,568 images cannot be read; replace or remove them, then run preprocess_data.py again:"
-    assert lines[1].startswith(f"  {truncated}: ") and lines[2] == f"  {empty}: empty file (0 bytes)"
-    assert (data_dir / "data_reid" / "train_df.csv").stat().st_mtime_ns == written
-
     (data_dir / "data_reid" / "reid_training" / "oops.png").touch()
     failed = subprocess.run([sys.executable, "preprocess_data.py", "--data-dir", str(data_dir)], **run)
     assert failed.returncode == 2
     assert "oops.png: file name does not fit the pattern" in failed.stderr and "Traceback" not in failed.stderr
+    # unreadable images with --verify-images: tests/test_script_errors.py

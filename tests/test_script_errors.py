@@ -21,6 +21,7 @@ from script_cases import assert_error, case, run_cases
 
 from reid.catalog import challenge_frame, training_frame
 from reid.engine import save_checkpoint
+from reid.matrices import DistanceMatrix
 from reid.models import build_model
 
 TINY = {"model": "test_resnet", "img_size": [32, 16], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
@@ -59,6 +60,8 @@ def results(tmp_path_factory):
     shutil.copytree(data, broken)
     bad_image = broken / "data_reid" / "reid_test" / "gallery" / "21_5_01.jpeg"
     bad_image.write_bytes(bad_image.read_bytes()[:150])  # truncated
+    empty_image = broken / "data_reid" / "reid_challenge" / "gallery" / "2.jpeg"
+    empty_image.write_bytes(b"")
     files = root / "files"
     files.mkdir()
 
@@ -85,6 +88,12 @@ def results(tmp_path_factory):
     (files / "truth_binary.csv").write_bytes(bytes(range(256)) * 4)
     matrix = files / "test.csv"
     matrix.write_text("0,20,20,21,21,22,22\n" + "".join(f"{q},{','.join(['   0.50000'] * 6)}\n" for q in (20, 21, 22)))
+    gallery = [5, 5, 6]
+    good_csv = DistanceMatrix(np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]]), [1, 2], gallery).write_csv(files / "good.csv")
+    for name in ("nan", "inf"):
+        values = np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]])
+        values[1, 2] = float(name)
+        DistanceMatrix(values, [1, 2], gallery).write_csv(files / f"{name}.csv")
     with socket.socket() as probe:  # a port on which nothing listens
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
@@ -99,6 +108,8 @@ def results(tmp_path_factory):
         "download: offline": case("download_data.py", "--url", f"http://127.0.0.1:{closed_port}/master.zip", "--retries", 0,
                                   "--timeout", 2, "--data-dir", root / "d4"),
         "preprocess: no data": case("preprocess_data.py", "--data-dir", nowhere),
+        "preprocess: unreadable images": case("preprocess_data.py", "--data-dir", broken, "--n-folds", 2, "--verify-images",
+                                              "--workers", 2),
         "train: no tables": case("train_our_post.py", *tiny_run, "--data-dir", nowhere, "--run-name", "a"),
         "train: unknown model": case("train_our_post.py", *tiny_run, "--data-dir", data, "--model", "resnet5", "--run-name", "b"),
         "train: unreadable image": case("train_our_post.py", *tiny_run, "--data-dir", broken, "--run-name", "c"),
@@ -131,8 +142,28 @@ def results(tmp_path_factory):
                                             "--output-dir", root / "n"),
         "sim_fuse: missing input": case("my_py/sim_fuse.py", "--inputs", matrix, files / "absent.csv", "--output", root / "f.csv"),
     }
+    out = root / "out.csv"
+    for script in ("my_py/sim_fuse.py", "my_py/dissim_fuse.py"):
+        cases |= {
+            f"{script}: nan": case(script, "--inputs", good_csv, files / "nan.csv", "--output", out),
+            f"{script}: inf": case(script, "--inputs", files / "inf.csv", good_csv, "--output", out),
+            f"{script}: output is an input": case(script, "--inputs", good_csv, files / "nan.csv", "--output", good_csv),
+            f"{script}: output is an input by another path": case(script, "--inputs", good_csv, good_csv, "--output",
+                                                                  Path(".") / "good.csv", cwd=files),
+        }
+    cases |= {
+        "dissim_fuse: topk 0": case("my_py/dissim_fuse.py", "--inputs", good_csv, good_csv, "--topk", 0, "--output", out),
+        "dissim_fuse: topk -3": case("my_py/dissim_fuse.py", "--inputs", good_csv, good_csv, "--topk", -3, "--output", out),
+        "sim_fuse: weights": case("my_py/sim_fuse.py", "--inputs", good_csv, good_csv, "--weights", 1, "--output", out),
+        "fortestset: nan": case("predict_fortestset.py", "--csv", files / "nan.csv", "--data-dir", data),
+        "fortestset: inf": case("predict_fortestset.py", "--csv", files / "inf.csv", "--data-dir", data),
+    }
+    tables_written = (broken / "data_reid" / "train_df.csv").stat().st_mtime_ns
+    good_bytes = good_csv.read_bytes()
     ran = run_cases(list(cases.values()), root)
-    paths = {"files": files, "data": data, "nowhere": nowhere, "bad_image": bad_image, "matrix": matrix}
+    paths = {"files": files, "data": data, "nowhere": nowhere, "bad_image": bad_image, "empty_image": empty_image,
+             "matrix": matrix, "out": out, "good_csv": good_csv, "good_bytes": good_bytes,
+             "tables_rewritten": (broken / "data_reid" / "train_df.csv").stat().st_mtime_ns != tables_written}
     return dict(zip(cases, ran)), paths
 
 
@@ -144,6 +175,13 @@ def test_download_and_preprocess(results):
     assert_error(ran["download: other zip"], 2, f"{files / 'other.zip'} is neither the challenge toolkit archive")
     assert_error(ran["download: offline"], 1, "could not connect", "--archive")
     assert_error(ran["preprocess: no data"], 2, f"{paths['nowhere'] / 'data_reid' / 'reid_training'}: folder not found")
+    # --verify-images lists every unreadable or empty image, and writes no table
+    result = ran["preprocess: unreadable images"]
+    assert_error(result, 2, max_lines=3)
+    lines = result.stderr[result.stderr.index("error: "):].strip().splitlines()  # after the progress bar
+    assert lines[0] == "error: 2 of 39 images cannot be read; replace or remove them, then run preprocess_data.py again:"
+    assert lines[1].startswith(f"  {paths['bad_image']}: ") and lines[2] == f"  {paths['empty_image']}: empty file (0 bytes)"
+    assert not paths["tables_rewritten"]
 
 
 def test_training_scripts(results):
@@ -199,3 +237,20 @@ def test_analysis_and_fusion_scripts(results):
     assert_error(ran["name_test: no tables"], 2, f"{paths['nowhere'] / 'data_reid' / 'train_df.csv'} not found")
     assert_error(ran["name_challenge: text matrix"], 2, f"{files / 'text.pth'}: line 1")
     assert_error(ran["sim_fuse: missing input"], 2, f"{files / 'absent.csv'}: No such file or directory")
+
+
+def test_non_finite_cells_bad_fusion_flags_and_an_output_over_an_input_are_refused(results):
+    ran, paths = results
+    files, good = paths["files"], paths["good_csv"]
+    for script in ("my_py/sim_fuse.py", "my_py/dissim_fuse.py"):
+        assert_error(ran[f"{script}: nan"], 2, f"{files / 'nan.csv'}: line 3, column 4: the distance is 'nan', not a finite number")
+        assert_error(ran[f"{script}: inf"], 2, f"{files / 'inf.csv'}: line 3, column 4: the distance is 'inf', not a finite number")
+        assert_error(ran[f"{script}: output is an input"], 2, f"--output {good} is also an input ({good})")
+        assert_error(ran[f"{script}: output is an input by another path"], 2, "--output good.csv is also an input")
+    assert_error(ran["dissim_fuse: topk 0"], 2, "--topk 0: must be at least 1")
+    assert_error(ran["dissim_fuse: topk -3"], 2, "--topk -3: must be at least 1")
+    assert_error(ran["sim_fuse: weights"], 2, "--weights: 1 values for 2 --inputs")
+    assert_error(ran["fortestset: nan"], 2, f"{files / 'nan.csv'}: line 3, column 4: the distance is 'nan'")
+    assert_error(ran["fortestset: inf"], 2, f"{files / 'inf.csv'}: line 3, column 4: the distance is 'inf'")
+    assert not paths["out"].exists()
+    assert good.read_bytes() == paths["good_bytes"]
