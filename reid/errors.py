@@ -12,7 +12,7 @@ Anything else is a bug and keeps its traceback. A missing, unreadable or misplac
 (``FileNotFoundError``, ``PermissionError``, ...) counts as bad input. A fault raised inside a
 DataLoader worker process reaches the main process wrapped in the worker's traceback; the message
 printed is the original one. Stage scripts end with ``run_script(main, Configuration)`` (the
-dataclass, parsed from the command line) or ``run_script(main, lambda: parse_training_config(...))``.
+dataclass, parsed from the command line) or ``run_script(main, partial(parse_training_config, Configuration))``.
 """
 
 from __future__ import annotations
