@@ -7,19 +7,21 @@
     python download_data.py --source synthetic --scale full --preview docs/twin_crops.png
 
 The toolkit archive is streamed (progress bar, retries, a partial file is resumed on the next run),
-its inner synergyreid_data.zip is checked against the md5, then extracted safely. Running the same
-command again on verified data does nothing.
+its inner synergyreid_data.zip is checked against the md5, then extracted safely. What an archive is
+(toolkit or data zip) is told by its content, not its name; a file given with --archive is never
+moved, overwritten or deleted. Running the same command again on verified data does nothing.
+Exit status 2: a bad archive, md5 or folder (the message says which); 1: the download failed.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from reid.config import parse, save_config
-from reid.download import SYNERGYREID_MD5, TOOLKIT_URLS, DownloadError, prepare_synergyreid
+from reid.config import save_config
+from reid.download import SYNERGYREID_MD5, TOOLKIT_URLS, prepare_synergyreid
+from reid.errors import run_script
 from reid.synthetic import contact_sheet, generate_twin, plan_twin
 
 
@@ -58,30 +60,26 @@ class Configuration:
 
 
 def main(config: Configuration) -> None:
-    try:
-        if config.source == "synthetic":
-            data_reid = generate_twin(config.data_dir, config.scale, config.seed, workers=config.workers, force=config.force)
-            if config.preview is not None:
-                config.preview.parent.mkdir(parents=True, exist_ok=True)
-                contact_sheet(data_reid, plan_twin(config.scale, config.seed)).save(config.preview, optimize=True)
-                print(f"contact sheet of twin crops: {config.preview}")
-        else:
-            prepare_synergyreid(
-                config.data_dir,
-                url=config.url or TOOLKIT_URLS[config.year],
-                md5=config.md5 or SYNERGYREID_MD5[config.year],
-                archive=config.archive,
-                force=config.force,
-                keep_archive=config.keep_archive,
-                timeout=config.timeout,
-                retries=config.retries,
-            )
-    except DownloadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+    if config.source == "synthetic":
+        data_reid = generate_twin(config.data_dir, config.scale, config.seed, workers=config.workers, force=config.force)
+        if config.preview is not None:
+            config.preview.parent.mkdir(parents=True, exist_ok=True)
+            contact_sheet(data_reid, plan_twin(config.scale, config.seed)).save(config.preview, optimize=True)
+            print(f"contact sheet of twin crops: {config.preview}")
+    else:
+        prepare_synergyreid(
+            config.data_dir,
+            url=config.url or TOOLKIT_URLS[config.year],
+            md5=config.md5 or SYNERGYREID_MD5[config.year],
+            archive=config.archive,
+            force=config.force,
+            keep_archive=config.keep_archive,
+            timeout=config.timeout,
+            retries=config.retries,
+        )
     save_config(config, config.data_dir / "download_config.json")
     print(f"next: python preprocess_data.py --data-dir {config.data_dir}")
 
 
 if __name__ == "__main__":
-    main(parse(Configuration))
+    run_script(main, Configuration)

@@ -17,7 +17,6 @@ output_dir (default: <checkpoint folder>/evaluate_<checkpoint name>/):
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,9 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reid.config import parse, save_config
+from reid.config import save_config
 from reid.data import image_paths
 from reid.engine import autocast_dtype, load_checkpoint, load_encoder
+from reid.errors import InputError, run_script
 from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
 from reid.evaluation import check_finite_features
 from reid.plots import plot_rank_list
@@ -80,16 +80,19 @@ class Configuration:
 
 def main(config: Configuration) -> dict[str, float]:
     if config.ranklist_queries > 0 and config.ranklist_distance != "raw" and not config.rerank:
-        raise ValueError(f"--ranklist-distance {config.ranklist_distance} needs --rerank")
+        raise InputError(f"--ranklist-distance {config.ranklist_distance} needs --rerank")
     if config.split == "challenge":
-        raise ValueError("the challenge split has no identities to score: predict its matrices with predict.py "
+        raise InputError("the challenge split has no identities to score: predict its matrices with predict.py "
                          "(on the twin, score them with predict_fortestset.py --truth)")
     output_dir = config.output_dir or config.checkpoint.parent / f"evaluate_{config.checkpoint.stem}"
     device = resolve_device(config.device)
 
     # model, from the configuration saved in the checkpoint
     state = load_checkpoint(config.checkpoint)
-    encoder, training = load_encoder(state, device)
+    try:
+        encoder, training = load_encoder(state, device)
+    except InputError as error:  # load_encoder was given the loaded dict: say which file it came from
+        raise InputError(f"{config.checkpoint}: {error}") from None
     split = config.split or held_out_split(training)
     flip = training.get("flip_test", False) if config.flip is None else config.flip
     settings = rerank_settings(training, config.k1, config.k2, config.lambda_value)
@@ -139,7 +142,4 @@ def main(config: Configuration) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, FileNotFoundError) as error:  # a bad file or option: say which and what, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

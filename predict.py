@@ -18,7 +18,6 @@ with predict_fortestset.py.
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,9 @@ from typing import Literal
 import pandas as pd
 import torch
 
-from reid.config import parse, save_config
+from reid.config import save_config
 from reid.engine import autocast_dtype, load_encoder
+from reid.errors import InputError, run_script
 from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
 from reid.evaluation import check_finite_features
 from reid.features import FeatureSet
@@ -81,7 +81,7 @@ class Configuration:
 def main(config: Configuration) -> None:
     names = config.names or model_names(config.checkpoint)
     if len(names) != len(config.checkpoint) or len(set(names)) != len(names) or ENSEMBLE in names:
-        raise ValueError(f"need one distinct name per checkpoint, other than {ENSEMBLE!r}; got names {names} "
+        raise InputError(f"need one distinct name per checkpoint, other than {ENSEMBLE!r}; got names {names} "
                          f"for {len(config.checkpoint)} checkpoint(s)")
     missing = [str(path) for path in config.checkpoint if not path.is_file()]
     if missing:  # before any work: a typo in the last of several checkpoints should not wait for the others
@@ -143,7 +143,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, FileNotFoundError) as error:  # a bad file or option: say which and what, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

@@ -13,16 +13,17 @@ from ``numpy.random.RandomState(seed)``.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from reid.config import parse
+from reid.errors import InputError, run_script
 from reid.matrices import DistanceMatrix
 from reid.metrics import evaluate
+
+TRUTH_COLUMNS = ("img_id", "img_type", "player")
 
 
 @dataclass
@@ -43,17 +44,55 @@ def main(config: Configuration) -> None:
     matrix = DistanceMatrix.read_csv(config.csv, dtype=np.float32)  # float32 as the published script read it
     if config.truth is None:
         query_players, gallery_players = matrix.query_ids, matrix.gallery_ids
-        problems = check_test_split_ids(matrix, pd.read_csv(config.data_dir / "data_reid" / "train_df.csv"))
+        problems = check_test_split_ids(matrix, read_train_table(config.data_dir))
         source = "test split"
     else:
-        query_players, gallery_players, problems = challenge_players(matrix, pd.read_csv(config.truth))
+        query_players, gallery_players, problems = challenge_players(matrix, read_truth(config.truth))
         source = f"challenge split, truth {config.truth}"
     if problems:
-        sys.exit(f"error: {config.csv} does not match the {source}:\n  " + "\n  ".join(problems))
+        raise InputError(f"{config.csv} does not match the {source}:\n  " + "\n  ".join(problems))
     rng = None if config.seed is None else np.random.RandomState(config.seed)
     scores = evaluate(matrix.values, query_players, gallery_players, rng=rng, topk=max(100, *config.ranks))
     print(f"{config.csv}: {matrix.shape[0]} queries x {matrix.shape[1]} gallery ({source})")
     print(scores.table(config.ranks))
+
+
+def read_train_table(data_dir: Path) -> pd.DataFrame:
+    """``data_dir/data_reid/train_df.csv`` (pandas only: this script needs no torch), with the columns used here."""
+    path = data_dir / "data_reid" / "train_df.csv"
+    if not path.is_file():
+        raise InputError(f"{path} not found: run preprocess_data.py first, or pass --data-dir (the folder that holds data_reid/)")
+    table = pd.read_csv(path, dtype={"img_id": str})
+    missing = [column for column in ("img_id", "player", "split", "img_type") if column not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; write it again with preprocess_data.py")
+    return table
+
+
+def read_truth(path: Path) -> pd.DataFrame:
+    """The challenge ground truth (columns img_id, img_type, player; one row per image), checked: ``InputError`` naming the file."""
+    try:
+        truth = pd.read_csv(path, compression="infer")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as error:
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise InputError(f"--truth {path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
+    missing = [column for column in TRUTH_COLUMNS if column not in truth.columns]
+    if missing:
+        raise InputError(f"--truth {path}: missing column(s) {', '.join(missing)}; the ground truth has the columns "
+                         f"{', '.join(TRUTH_COLUMNS)} (as download_data.py --source synthetic writes it)")
+    for column in ("img_id", "player"):
+        if not pd.api.types.is_integer_dtype(truth[column]):
+            raise InputError(f"--truth {path}: column {column} must hold integers, found e.g. {truth[column].iloc[0]!r}")
+    types = set(truth["img_type"].astype(str))
+    if not types <= {"q", "g"}:
+        raise InputError(f"--truth {path}: column img_type must be q or g, found {sorted(types - {'q', 'g'})}")
+    repeated = truth[truth.duplicated(["img_type", "img_id"])]
+    if len(repeated):
+        kind, number = repeated.iloc[0][["img_type", "img_id"]]
+        count = int(((truth["img_type"] == kind) & (truth["img_id"] == number)).sum())
+        raise InputError(f"--truth {path}: image {number} ({kind}) has {count} rows; the ground truth has one row per image")
+    return truth
 
 
 def split_players_in_order(train_df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +147,4 @@ def _difference(what: str, found: np.ndarray, expected: np.ndarray, where: str) 
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, OSError) as error:  # a bad or missing input file: say which and where, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

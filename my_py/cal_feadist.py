@@ -27,7 +27,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from reid.config import config_to_dict, parse  # noqa: E402
+from reid.config import config_to_dict  # noqa: E402
+from reid.errors import InputError, run_script  # noqa: E402
 from reid.feature_stats import Metric, PairDistances, pair_distances  # noqa: E402
 from reid.features import FeatureSet  # noqa: E402
 from reid.plots import plot_distance_histograms  # noqa: E402
@@ -50,7 +51,7 @@ class Configuration:
 def main(config: Configuration) -> pd.DataFrame:
     features = FeatureSet.load(config.features)
     if features.split == "challenge":
-        raise ValueError(f"{config.features}: challenge features are anonymous (no player ids); use test features")
+        raise InputError(f"{config.features}: challenge features are anonymous (no player ids); use test features")
     if config.pairs == "query-gallery":
         query, gallery = features.query, features.gallery
         stats = pair_distances(query.features, query.player, gallery.features, gallery.player,
@@ -83,7 +84,4 @@ def summary_lines(stats: PairDistances) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, OSError) as error:  # a bad or missing input file: say which and what, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

@@ -6,8 +6,8 @@
 For each query, the columns in at least M // 2 + 1 models' top-k are "agreed"; a model's weight is its
 share of them (0.1 if none; uniform when no column is agreed), then inverted so that the models that
 agree more weigh less, as the published ``dissim_fuse.py`` computes it. Inputs are given in this order
-(the published script took the directory listing's order). Output in the submission format, plus
-``<output stem>.config.json``.
+(the published script took the directory listing's order); they must hold finite values only, and
+the output must not be one of them. Output in the submission format, plus ``<output stem>.config.json``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from reid.config import parse, save_config  # noqa: E402
+from reid.config import save_config  # noqa: E402
+from reid.errors import InputError, run_script  # noqa: E402
 from reid.fusion import dissimilarity_fusion, dissimilarity_weights  # noqa: E402
-from reid.matrices import DistanceMatrix  # noqa: E402
+from reid.matrices import DistanceMatrix, check_output_path  # noqa: E402
 
 
 @dataclass
@@ -30,12 +31,15 @@ class Configuration:
     output: Path
     """Where to write the fused CSV (a ``.gz`` suffix compresses it)."""
     topk: int = 15
-    """How many nearest gallery columns of each model take part in the agreement count."""
+    """How many nearest gallery columns of each model take part in the agreement count (at least 1)."""
     decimals: int | None = 5
     """Round the result to this many decimals as the published script does; None keeps every digit."""
 
 
 def main(config: Configuration) -> None:
+    if config.topk < 1:
+        raise InputError(f"--topk {config.topk}: must be at least 1 (the nearest gallery columns of each model that are compared)")
+    check_output_path(config.output, config.inputs)
     matrices = [DistanceMatrix.read_csv(path) for path in config.inputs]  # float64: the published sums exactly
     weights = dissimilarity_weights(matrices, topk=config.topk)
     fused = dissimilarity_fusion(matrices, topk=config.topk, decimals=config.decimals, weights=weights)
@@ -48,7 +52,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, OSError) as error:  # a bad or missing input file: say which and where, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

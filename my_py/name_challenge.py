@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from reid.config import parse  # noqa: E402
+from reid.errors import run_script  # noqa: E402
 from reid.prediction import write_split_names  # noqa: E402
 
 
@@ -40,7 +40,4 @@ def main(config: Configuration) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, OSError) as error:  # a bad or missing input file: say which and what, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

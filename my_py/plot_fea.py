@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from reid.config import parse, save_config  # noqa: E402
+from reid.config import save_config  # noqa: E402
+from reid.errors import run_script  # noqa: E402
 from reid.features import FeatureSet  # noqa: E402
 from reid.plots import plot_feature_map, tsne_points  # noqa: E402
 
@@ -68,7 +69,4 @@ def main(config: Configuration) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, OSError) as error:  # a bad or missing input file: say which and what, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

@@ -5,8 +5,9 @@
     python my_py/sim_fuse.py --inputs fused_sim.csv fused_dissim.csv --output final.csv
 
 Every input must have the same query ids and gallery ids in the same order (the error names the file
-and the first differing position). The mean is rounded to 5 decimals as the published script does,
-and the output is written in the submission format (plus ``<output stem>.config.json``).
+and the first differing position) and finite values only; the output must not be one of the inputs.
+The mean is rounded to 5 decimals as the published script does, and the output is written in the
+submission format (plus ``<output stem>.config.json``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from reid.config import parse, save_config  # noqa: E402
+from reid.config import save_config  # noqa: E402
+from reid.errors import InputError, run_script  # noqa: E402
 from reid.fusion import similarity_fusion  # noqa: E402
-from reid.matrices import DistanceMatrix  # noqa: E402
+from reid.matrices import DistanceMatrix, check_output_path  # noqa: E402
 
 
 @dataclass
@@ -35,6 +37,9 @@ class Configuration:
 
 
 def main(config: Configuration) -> None:
+    if config.weights is not None and len(config.weights) != len(config.inputs):
+        raise InputError(f"--weights: {len(config.weights)} values for {len(config.inputs)} --inputs; give one weight per input")
+    check_output_path(config.output, config.inputs)
     matrices = [DistanceMatrix.read_csv(path) for path in config.inputs]  # float64: the published sums exactly
     fused = similarity_fusion(matrices, weights=config.weights, decimals=config.decimals)
     fused.write_csv(config.output)
@@ -43,7 +48,4 @@ def main(config: Configuration) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(Configuration))
-    except (ValueError, OSError) as error:  # a bad or missing input file: say which and where, no traceback
-        sys.exit(f"error: {error}")
+    run_script(main, Configuration)

@@ -2,8 +2,11 @@
 
 ``training_frame`` lists ``reid_training`` and ``reid_test/{query,gallery}`` (names
 ``{player}_{sequence}_{frame}.jpeg``) with cross-validation folds grouped by sequence;
-``challenge_frame`` lists ``reid_challenge/{query,gallery}`` (anonymous ``{n}.jpeg``). Both check
-the folders and every file name, and stop at the first problem with the path and what was expected.
+``challenge_frame`` lists ``reid_challenge/{query,gallery}`` (anonymous ``{n}.jpeg``, n written
+without leading zeros: the later stages find an image by its number). Both check the folders and
+every file name, and stop at the first problem with the path and what was expected; two training
+or test files for the same player, sequence and frame (``060_10_01.jpeg`` beside ``60_10_01.jpeg``)
+are refused by name.
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
+from reid.errors import InputError
+
 TRAIN_FOLDERS = {"reid_training": ("train", None), "reid_test/query": ("test", "q"), "reid_test/gallery": ("test", "g")}
 CHALLENGE_FOLDERS = {"reid_challenge/query": "q", "reid_challenge/gallery": "g"}
 TRAIN_PATTERN = re.compile(r"(\d+)_(\d+)_(\d{2})\.jpeg")
 TRAIN_PATTERN_TEXT = "{player}_{sequence}_{frame}.jpeg with integers and a two-digit frame, e.g. 123_4_05.jpeg"
-CHALLENGE_PATTERN = re.compile(r"(\d+)\.jpeg")
-CHALLENGE_PATTERN_TEXT = "{n}.jpeg with an integer n, e.g. 42.jpeg"
+CHALLENGE_PATTERN = re.compile(r"(0|[1-9]\d*)\.jpeg")
+CHALLENGE_PATTERN_TEXT = "{n}.jpeg with an integer n written without leading zeros, e.g. 42.jpeg"
 TRAIN_COLUMNS = ["img_id", "folder", "player", "game", "split", "img_type", "fold"]
 CHALLENGE_COLUMNS = ["img_id", "folder", "player", "img_type"]
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """An image folder is missing or empty, or a file name does not fit the expected pattern."""
 
 
@@ -39,6 +44,10 @@ def _image_names(folder: Path, pattern: re.Pattern[str], pattern_text: str) -> l
     matches = []
     for name in names:
         match = pattern.fullmatch(name)
+        if match is None and pattern is CHALLENGE_PATTERN and re.fullmatch(r"\d+\.jpeg", name):
+            number = int(name.removesuffix(".jpeg"))
+            raise CatalogError(f"{folder / name}: a challenge file number with leading zeros (the later stages look for "
+                               f"{number}.jpeg); rename it {number}.jpeg")
         if match is None:
             raise CatalogError(f"{folder / name}: file name does not fit the pattern {pattern_text}")
         matches.append(match)
@@ -60,11 +69,25 @@ def training_frame(data_reid: str | os.PathLike, n_folds: int = 10) -> pd.DataFr
             img_type = folder_type or ("q" if frame == 0 else "g")
             rows.append((match.group(0)[: -len(".jpeg")], folder, player, f"{split}_{sequence}", split, img_type, sequence, frame))
     frame = pd.DataFrame(rows, columns=TRAIN_COLUMNS[:-1] + ["sequence", "frame"])
+    _check_unique(frame, data_reid)
     _check_disjoint(frame, data_reid)
     frame = frame.sort_values(["split", "folder", "player", "sequence", "frame"], ascending=[False, False, True, True, True])
     frame = frame.drop(columns=["sequence", "frame"]).reset_index(drop=True)
     frame["fold"] = assign_folds(frame["game"], n_folds)
     return frame[TRAIN_COLUMNS]
+
+
+def _check_unique(frame: pd.DataFrame, data_reid: Path) -> None:
+    """One file per (player, sequence, frame): ``060_10_01.jpeg`` and ``60_10_01.jpeg`` are the same image's name."""
+    repeated = frame[frame.duplicated(["player", "sequence", "frame"], keep=False)]
+    if repeated.empty:
+        return
+    first = repeated.iloc[0]
+    same = repeated[(repeated.player == first.player) & (repeated.sequence == first.sequence) & (repeated.frame == first.frame)]
+    files = " and ".join(str(data_reid / folder / f"{img_id}.jpeg") for folder, img_id in zip(same.folder, same.img_id))
+    others = repeated.groupby(["player", "sequence", "frame"]).ngroups - 1
+    raise CatalogError(f"{files} are the same player {first.player}, sequence {first.sequence}, frame {first.frame:02d}; "
+                       f"keep one of them{f' ({others} more such image(s))' if others else ''}")
 
 
 def _check_disjoint(frame: pd.DataFrame, data_reid: Path) -> None:

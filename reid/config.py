@@ -24,12 +24,14 @@ from typing import Any, TypeVar
 
 import tyro
 
+from reid.errors import InputError
+
 T = TypeVar("T")
 
 CONFIG_FLAG = "--config"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A saved configuration does not fit the dataclass (unknown field, wrong type)."""
 
 

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reid.data import ImageReadError, read_image
+from reid.data import read_image
 from reid.errors import InputError
+from reid.images import VERIFY_HINT, ImageReadError
 
 # What PIL decodes and crops are stored as; other files in a folder are ignored.
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -63,12 +64,13 @@ def find_images(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 def read_crop(image: ImageInput) -> torch.Tensor:
     """One crop -> RGB uint8 (3, H, W): a file path (decoded as ``reid.data.read_image`` does), a PIL
     image (converted to RGB), or an (H, W, 3) uint8 RGB array (OpenCV's BGR: pass ``image[..., ::-1]``).
-    An unreadable file or an array of another shape or type raises ``InputError`` naming it."""
+    A file that cannot be decoded raises ``ImageReadError`` naming it (a missing one ``FileNotFoundError``),
+    an array of another shape or type or any other object ``InputError``."""
     if isinstance(image, (str, os.PathLike)):
         try:
             return read_image(image)
-        except (ImageReadError, FileNotFoundError) as error:
-            raise InputError(str(error)) from None
+        except ImageReadError as error:  # the hint is for the data set's images, not a user's crops
+            raise ImageReadError(str(error).replace(f" ({VERIFY_HINT})", "")) from None
     if isinstance(image, Image.Image):
         pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
     elif isinstance(image, np.ndarray):

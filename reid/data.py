@@ -1,6 +1,7 @@
 """Datasets over the DataFrames of ``preprocess_data.py``, image reading and the unique-player batch sampler.
 
-Image path of a row = ``data_dir / "data_reid" / folder / f"{img_id}.jpeg"`` (both DataFrames).
+Image path of a row = ``data_dir / "data_reid" / folder / f"{img_id}.jpeg"`` (both DataFrames; see
+``reid.images``, which also decodes the files).
 
 Training randomness is a function of ``(seed, epoch)`` only: the sampler draws the order and one seed
 per image each epoch, and the training dataset derives the partner image, the flip and the
@@ -17,40 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
 from reid.download import DATA_FOLDER
+from reid.errors import InputError
+from reid.images import ImageReadError, decode_image, image_path, image_paths  # noqa: F401  (the readers' names)
 
 TRAIN_COLUMNS = ("img_id", "folder", "player", "game", "split", "img_type", "fold")
 
 
-class ImageReadError(RuntimeError):
-    """An image file exists but cannot be decoded (truncated, not an image)."""
-
-
-def image_path(data_dir: str | Path, folder: str, img_id: str | int) -> Path:
-    """The file of one DataFrame row: ``data_dir/data_reid/folder/img_id.jpeg``."""
-    return Path(data_dir) / DATA_FOLDER / str(folder) / f"{img_id}.jpeg"
-
-
-def image_paths(df: pd.DataFrame, data_dir: str | Path) -> list[Path]:
-    """The image file of every row of ``df`` (columns ``folder``, ``img_id``), in row order."""
-    return [image_path(data_dir, folder, img_id) for folder, img_id in zip(df["folder"], df["img_id"])]
-
-
 def read_image(path: str | Path) -> torch.Tensor:
-    """Read an image file as RGB uint8 (3, H, W); a missing or unreadable file raises naming its path."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"cannot decode image {path}: {error}") from None
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+    """Read an image file as RGB uint8 (3, H, W); a missing (``FileNotFoundError``) or undecodable
+    (``ImageReadError``) file raises naming its path."""
+    return torch.from_numpy(decode_image(path).copy()).permute(2, 0, 1)
 
 
 def load_train_frame(data_dir: str | Path) -> pd.DataFrame:
@@ -62,7 +43,8 @@ def load_train_frame(data_dir: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"img_id": str, "folder": str})
     missing = [column for column in TRAIN_COLUMNS if column not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(TRAIN_COLUMNS)}")
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(TRAIN_COLUMNS)} "
+                         f"(write it again with preprocess_data.py)")
     return frame
 
 
@@ -84,13 +66,13 @@ def split_train_test(df: pd.DataFrame, fold: int = -1, train_on_all: bool = Fals
         train = df[df["split"] == "train"]
     else:
         if fold not in set(df["fold"]):
-            raise ValueError(f"fold {fold} does not exist; folds in the data: {sorted(set(df['fold']))}")
+            raise InputError(f"fold {fold} does not exist; folds in the data: {sorted(set(df['fold']))}")
         held_out = df[df["fold"] == fold]
         train = df[df["fold"] != fold]
     if train_on_all:
         train, held_out = df, df[df["split"] == "test"]
     if train.empty or held_out.empty:
-        raise ValueError(f"empty split: {len(train)} training rows, {len(held_out)} held-out rows (fold={fold})")
+        raise InputError(f"empty split: {len(train)} training rows, {len(held_out)} held-out rows (fold={fold})")
     return train.reset_index(drop=True), held_out.reset_index(drop=True)
 
 
@@ -112,7 +94,7 @@ def query_gallery(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     query = ordered[ordered["img_type"] == "q"].reset_index(drop=True)
     gallery = ordered[ordered["img_type"] == "g"].reset_index(drop=True)
     if query.empty or gallery.empty:
-        raise ValueError(f"need query and gallery images, got {len(query)} queries and {len(gallery)} gallery images")
+        raise InputError(f"need query and gallery images, got {len(query)} queries and {len(gallery)} gallery images")
     return query, gallery
 
 
@@ -193,8 +175,8 @@ class UniquePlayerBatchSampler(Sampler[list[tuple[int, int]]]):
         self._plan_cache: tuple[int, list[np.ndarray], np.ndarray] | None = None
         num_players = len(np.unique(self.labels))
         if batch_size < 1 or num_players < batch_size * world_size:
-            raise ValueError(f"a batch of {batch_size} x {world_size} rank(s) needs as many distinct players; "
-                             f"the training data has {num_players}")
+            raise InputError(f"a batch of {batch_size} x {world_size} rank(s) needs as many distinct players; "
+                             f"the training data has {num_players}: lower --batch-size")
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order the next iteration yields."""

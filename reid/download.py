@@ -28,6 +28,8 @@ from urllib.parse import urlparse
 import requests
 from tqdm import tqdm
 
+from reid.errors import InputError, RunFailure
+
 TOOLKIT_REPOSITORY = "https://github.com/DeepSportradar/player-reidentification-challenge"
 # 2023 is the master branch (commit 625e15c, "Challenge23"); the 2022 set is the v1.0 tag.
 TOOLKIT_URLS = {
@@ -53,15 +55,27 @@ MARKER_NAME = ".source.json"
 DROPPED_TOP_FOLDERS = ("__MACOSX",)
 
 
-class DownloadError(RuntimeError):
-    """A download, check or extraction failed; the message says what to do."""
+class DownloadError(RunFailure):
+    """A download, check or extraction failed; the message says what to do (exit status 1)."""
 
 
-class ChecksumError(DownloadError):
+class ArchiveError(DownloadError, InputError):
+    """The archive is not what was expected: not a zip, neither kind, missing folders (bad input: exit status 2)."""
+
+
+class FolderInUseError(DownloadError, InputError):
+    """The target folder holds data this stage must not replace without --force."""
+
+
+class URLError(DownloadError, InputError):
+    """The server says the file does not exist (or may not be fetched): another --url is needed."""
+
+
+class ChecksumError(ArchiveError):
     """The md5 of a file differs from the expected one."""
 
 
-class UnsafeArchiveError(DownloadError):
+class UnsafeArchiveError(ArchiveError):
     """A zip entry would be written outside the target folder."""
 
 
@@ -99,7 +113,7 @@ def download(
             os.replace(part, dest)
             return dest
         except _PermanentHTTPError as error:
-            raise DownloadError(f"{url}: {error}") from None
+            raise URLError(f"{url}: {error}; check --url, or download the file by hand and pass it with --archive PATH") from None
         except (requests.RequestException, _IncompleteError) as error:
             last_error = error
             if attempt <= retries:
@@ -109,9 +123,15 @@ def download(
     host = urlparse(url).netloc or url
     kept = part.stat().st_size if part.exists() else 0
     resume = f" (the {kept:,} bytes already in {part} are kept and resumed)" if kept else ""
+    if isinstance(last_error, requests.HTTPError):  # the server answered, with an error
+        cause = f"{host} answers but fails ({_short(last_error)}): the server is down or overloaded."
+    elif isinstance(last_error, _IncompleteError):
+        cause = f"the connection to {host} kept breaking off."
+    else:
+        cause = f"Is this machine offline, or is {host} unreachable?"
     raise DownloadError(
         f"could not download {url} ({retries + 1} attempt{'s' if retries else ''}): {_short(last_error)}.\n"
-        f"Is this machine offline, or is {host} unreachable? Run the same command again later{resume}, "
+        f"{cause[0].upper()}{cause[1:]} Run the same command again later{resume}, "
         f"or download the file by hand and pass it with --archive PATH."
     )
 
@@ -199,23 +219,33 @@ def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_md5(path: str | os.PathLike, expected: str) -> str:
+def verify_md5(path: str | os.PathLike, expected: str, users_file: bool = False) -> str:
     """Check the md5 of ``path``; on a mismatch rename the file aside and raise ChecksumError.
 
     The file is kept (as ``<name>.md5-<actual>``) so that a user can inspect it, and it no longer
-    sits where the next run would take it for the verified one. Returns the md5 when it matches.
+    sits where the next run would take it for the verified one. users_file: the user's own file
+    (``--archive``), which stays where it is. Returns the md5 when it matches.
     """
     path = Path(path)
     actual = md5sum(path)
     if actual != expected.lower():
-        aside = path.with_name(f"{path.name}.md5-{actual}")
-        os.replace(path, aside)
+        where = f"{path} was left as it is" if users_file else f"The file was kept aside as {move_aside(path, actual)}"
         raise ChecksumError(
             f"md5 mismatch for {path.name}: expected {expected.lower()}, got {actual}.\n"
-            f"The file was kept aside as {aside}; nothing was extracted. A different data year? "
+            f"{where}; nothing was extracted. A different data year? "
             f"Pass the matching --year or --md5, or delete the file and download again."
         )
     return actual
+
+
+def move_aside(path: Path, md5: str | None = None) -> Path:
+    """Rename ``path`` to ``<name>.md5-<its md5>`` (never over another file: that name means the same bytes)."""
+    aside = path.with_name(f"{path.name}.md5-{md5 or md5sum(path)}")
+    if aside.exists():
+        path.unlink()  # the same name, the same content: a copy is already kept aside
+    else:
+        os.replace(path, aside)
+    return aside
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -233,14 +263,14 @@ def archive_kind(zip_path: str | os.PathLike) -> tuple[Literal["toolkit", "data"
         with zipfile.ZipFile(zip_path) as archive:
             names = archive.namelist()
     except zipfile.BadZipFile:
-        raise DownloadError(f"{zip_path} is not a zip file (a truncated download or an HTML error page?)") from None
+        raise ArchiveError(f"{zip_path} is not a zip file (a truncated download or an HTML error page?)") from None
     inner = [n for n in names if n == INNER_ZIP_PATH or n.endswith("/" + INNER_ZIP_PATH)]
     if inner:
         return "toolkit", min(inner, key=len)
     try:
         return "data", _data_root(names)
     except DownloadError:
-        raise DownloadError(
+        raise ArchiveError(
             f"{zip_path} is neither the challenge toolkit archive (no entry ending in {INNER_ZIP_PATH}) "
             f"nor a {DATA_ZIP_NAME} (no reid_training/ folder)"
         ) from None
@@ -257,9 +287,9 @@ def _data_root(names: list[str]) -> str:
             index = parts.index("reid_training")
             roots.add("/".join(parts[:index]) + "/" if index else "")
     if not roots:
-        raise DownloadError("no reid_training/ folder in the archive")
+        raise ArchiveError("no reid_training/ folder in the archive")
     if len(roots) > 1:
-        raise DownloadError(f"several reid_training/ folders in the archive: under {sorted(roots)}")
+        raise ArchiveError(f"several reid_training/ folders in the archive: under {sorted(roots)}")
     return roots.pop()
 
 
@@ -394,7 +424,7 @@ def check_replaceable(data_dir: str | os.PathLike, source: str, force: bool) -> 
     final = Path(data_dir) / DATA_FOLDER
     marker = read_marker(data_dir)
     if final.exists() and not force and (marker or {}).get("source") != source:
-        raise DownloadError(
+        raise FolderInUseError(
             f"{final} already exists and holds {describe_marker(marker)}; "
             f"pass --force to replace it, or choose another --data-dir"
         )
@@ -435,9 +465,12 @@ def prepare_synergyreid(
 
     Steps: (1) nothing to do if the marker says this md5 was already extracted (unless ``force``);
     (2) a verified ``data_dir/synergyreid_data.zip`` is reused, otherwise ``url`` is downloaded
-    (resumable) or ``archive`` is used; a toolkit archive gives up its inner zip, which is deleted
-    afterwards unless ``keep_archive``; (3) md5 check (a mismatch keeps the file aside and stops);
-    (4) safe extraction into a staging folder, renamed to ``data_reid`` once complete; (5) marker.
+    (resumable) or ``archive`` is used, and its kind is told by its content (``archive_kind``): a
+    toolkit archive gives up its inner zip (a downloaded one is deleted afterwards unless
+    ``keep_archive``); (3) md5 check (a mismatch keeps the file aside and stops); (4) safe extraction
+    into a staging folder, renamed to ``data_reid`` once complete; (5) marker. The user's own
+    ``archive`` is never moved, overwritten or deleted, whatever its name; an unverified file found at
+    ``data_dir/synergyreid_data.zip`` is kept aside as ``synergyreid_data.zip.md5-<its md5>``.
     Returns the data_reid folder.
     """
     data_dir = Path(data_dir)
@@ -449,43 +482,81 @@ def prepare_synergyreid(
         return final
 
     check_replaceable(data_dir, "toolkit", force)
+    given = Path(archive) if archive is not None else None
+    if given is not None and not given.is_file():
+        raise ArchiveError(f"--archive {given}: no such file")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_zip = data_dir / DATA_ZIP_NAME
+    temporary = False
     if data_zip.is_file() and md5sum(data_zip) == md5:
         print(f"using the verified {data_zip}")
     else:
-        source = Path(archive) if archive is not None else None
-        if source is None:
-            source = data_dir / (Path(urlparse(url).path).name or "download.zip")
-            print(f"downloading {url}")
-            download(url, source, timeout=timeout, retries=retries, backoff=backoff, progress=progress)
-        elif not source.is_file():
-            raise DownloadError(f"--archive {source}: no such file")
-        kind, member = archive_kind(source)
-        if kind == "toolkit":
-            print(f"toolkit archive: taking {member}")
-            extract_member(source, member, data_zip)
-            if archive is None and not keep_archive:
-                source.unlink()
-        elif source.resolve() != data_zip.resolve():
-            # A user's own copy (--archive) stays where it is; a fresh download is moved.
-            if archive is not None:
-                shutil.copyfile(source, data_zip)
-            else:
-                os.replace(source, data_zip)
-        verify_md5(data_zip, md5)
+        data_zip, temporary = _verified_data_zip(data_dir, url, md5, given, keep_archive, timeout=timeout,
+                                                 retries=retries, backoff=backoff, progress=progress)
         print(f"md5 verified: {md5}")
 
-    _, root = archive_kind(data_zip)
-    staged = data_dir / (DATA_FOLDER + ".partial")
-    if staged.exists():
-        shutil.rmtree(staged)
-    written = safe_extract(data_zip, staged, root=root, progress=progress)
-    absent = missing_folders(staged)
-    if absent:
-        shutil.rmtree(staged)
-        raise DownloadError(f"{data_zip} has no {', '.join(absent)} below {root or 'its top level'}")
+    try:
+        _, root = archive_kind(data_zip)
+        staged = data_dir / (DATA_FOLDER + ".partial")
+        if staged.exists():
+            shutil.rmtree(staged)
+        written = safe_extract(data_zip, staged, root=root, progress=progress)
+        absent = missing_folders(staged)
+        if absent:
+            shutil.rmtree(staged)
+            raise ArchiveError(f"{data_zip} has no {', '.join(absent)} below {root or 'its top level'}")
+    finally:
+        if temporary:
+            data_zip.unlink()
     write_marker(staged, {"source": "toolkit", "md5": md5, "url": url, "archive": str(archive) if archive else None})
     final = replace_data_folder(data_dir, staged)
     print(f"extracted {written:,} files to {final}")
     return final
+
+
+def _verified_data_zip(data_dir: Path, url: str, md5: str, given: Path | None, keep_archive: bool,
+                       **download_options) -> tuple[Path, bool]:
+    """The md5-verified synergyreid_data.zip, from ``given`` or a download: (its path, whether it is a
+    temporary file to delete after the extraction)."""
+    data_zip = data_dir / DATA_ZIP_NAME
+    if given is None:
+        name = Path(urlparse(url).path).name or "download.zip"
+        # never data_zip itself: a toolkit archive served under that name would be overwritten by its own inner zip
+        source = data_dir / (f"download_{name}" if name == DATA_ZIP_NAME else name)
+        print(f"downloading {url}")
+        download(url, source, **download_options)
+    else:
+        source = given
+    kind, member = archive_kind(source)
+    if kind == "data":
+        verify_md5(source, md5, users_file=given is not None)
+        if not _same_file(source, data_zip):
+            _keep_aside(data_zip)
+            if given is None:
+                os.replace(source, data_zip)
+            else:  # the user's copy stays where it is
+                partial = data_zip.with_name(data_zip.name + ".partial")
+                shutil.copyfile(source, partial)
+                os.replace(partial, data_zip)
+        return data_zip, False
+    print(f"toolkit archive {source}: taking {member}")
+    temporary = given is not None and _same_file(given, data_zip)  # the user's toolkit archive is at data_zip's path
+    target = data_dir / "synergyreid_data.from-toolkit.zip" if temporary else data_zip
+    if not temporary:
+        _keep_aside(data_zip)
+    extract_member(source, member, target)
+    if given is None and not keep_archive:
+        source.unlink()
+    verify_md5(target, md5)
+    return target, temporary
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def _keep_aside(path: Path) -> None:
+    """Before writing ``path``: an (unverified) file already there is renamed aside, not overwritten."""
+    if path.is_file():
+        aside = move_aside(path)
+        print(f"note: the unverified {path.name} found in {path.parent} was kept aside as {aside.name}")

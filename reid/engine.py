@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -23,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from reid.errors import RunFailure
+from reid.errors import InputError, RunFailure
 from reid.models import Encoder, build_model
 
 ScheduleName = Literal["polynomial", "cosine", "linear", "constant"]
@@ -279,11 +280,37 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint`` (``weights_only=True``: no code is executed)."""
+    """Read a checkpoint written by ``save_checkpoint`` (``weights_only=True``: no code is executed).
+
+    A missing file raises ``FileNotFoundError``; a file that is not a PyTorch checkpoint (truncated,
+    empty, a text or other file, one holding Python objects a weights-only load refuses, or a saved
+    tensor / list rather than a dict) raises ``InputError`` naming it and what was found.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as error:
+        raise InputError(f"{path}: not a readable checkpoint ({_load_problem(error)}); give a best.pth or last.pth "
+                         f"written by train_our_post.py") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: a PyTorch file holding a {type(state).__name__}, not a checkpoint (a dict of "
+                         f"state_dicts); give a best.pth or last.pth written by train_our_post.py")
+    return state
+
+
+def _load_problem(error: BaseException) -> str:
+    """A few words on why torch.load failed (its own messages run over many lines)."""
+    text = str(error)
+    if isinstance(error, EOFError):
+        return "the file ends too early: empty or truncated"
+    if "central directory" in text or "PytorchStreamReader" in text:
+        return "an incomplete zip archive: truncated or damaged"
+    unsupported = next((line.strip() for line in text.splitlines() if "unsupported global" in line.lower()), None)
+    if unsupported:
+        return f"it holds Python objects a weights-only load refuses, as loading them could run code: {unsupported[:160]}"
+    return "not a PyTorch checkpoint: truncated, or a file of another kind"
 
 
 def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu") -> tuple[Encoder, dict[str, Any]]:
@@ -294,12 +321,22 @@ def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | t
     that configuration as a plain dict).
     """
     state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    where = "" if isinstance(checkpoint, dict) else f"{checkpoint}: "  # a loaded dict: the caller names its file
     if "model" not in state or "config" not in state:
-        raise ValueError(f"{checkpoint if not isinstance(checkpoint, dict) else 'checkpoint'} is not a training "
-                         "checkpoint of this project (no 'model' or 'config' entry)")
+        raise InputError(f"{where}not a training checkpoint of this project (no 'model' or 'config' entry)")
     config = dict(state["config"])
     encoder = build_model(config | {"pretrained": False, "pretrained_file": None, "grad_checkpointing": False})
-    encoder.load_state_dict(state["model"])
+    expected, found = set(encoder.state_dict()), set(state["model"])
+    if expected != found:  # another architecture than the configuration says
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        raise InputError(f"{where}its weights do not fit {config.get('model')!r}, the model its configuration names: "
+                         f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    try:
+        encoder.load_state_dict(state["model"])
+    except RuntimeError as error:  # the same names, other shapes
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise InputError(f"{where}its weights do not fit {config.get('model')!r}, the model its configuration names: "
+                         f"{lines[-1][:200]}") from None
     return encoder.to(device).eval(), config
 
 

@@ -8,12 +8,16 @@ traceback:
 - ``RunFailure``: the work itself failed (a diverging run, an image found unreadable mid-epoch).
   ``error: <message>``, exit status 1.
 
-Anything else is a bug and keeps its traceback. Stage scripts end with
-``run_script(main, Configuration)``.
+Anything else is a bug and keeps its traceback. A missing, unreadable or misplaced file
+(``FileNotFoundError``, ``PermissionError``, ...) counts as bad input. A fault raised inside a
+DataLoader worker process reaches the main process wrapped in the worker's traceback; the message
+printed is the original one. Stage scripts end with ``run_script(main, Configuration)`` (the
+dataclass, parsed from the command line) or ``run_script(main, partial(parse_training_config, Configuration))``.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -38,19 +42,44 @@ def fail(message: str, status: int = BAD_INPUT_STATUS) -> NoReturn:
     raise SystemExit(status)
 
 
-def run_script(main: Callable[[T], Any], parse_config: Callable[[], T]) -> None:
-    """Parse the configuration, run ``main`` on it, and turn the foreseeable faults into one-line errors."""
+FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def run_script(main: Callable[[T], Any], parse_config: type[T] | Callable[[], T]) -> None:
+    """Parse the configuration, run ``main`` on it, and turn the foreseeable faults into one-line errors.
+
+    parse_config: a ``Configuration`` dataclass (parsed from the command line with ``reid.config.parse``)
+    or a function that returns the configuration.
+    """
     try:
-        main(parse_config())
+        main(_parse(parse_config))
     except InputError as error:
-        fail(str(error), BAD_INPUT_STATUS)
+        fail(message(error), BAD_INPUT_STATUS)
     except RunFailure as error:
-        fail(str(error), FAILURE_STATUS)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        fail(_os_error_text(error), BAD_INPUT_STATUS)
+        fail(message(error), FAILURE_STATUS)
+    except FILE_ERRORS as error:
+        fail(message(error), BAD_INPUT_STATUS)
 
 
-def _os_error_text(error: OSError) -> str:
-    if error.filename is not None and error.strerror:
+def message(error: BaseException) -> str:
+    """What the user reads: the error's text (``<file>: <reason>`` for an OS error), without the
+    worker traceback that a DataLoader adds to an error raised in one of its processes."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
         return f"{error.filename}: {error.strerror}"
-    return str(error)
+    text = str(error)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        # torch re-raises "Caught X in DataLoader worker process k.\nOriginal Traceback ...\n<module>.X: <text>"
+        last_frame = text.rfind("\n  File ")
+        final_line = re.compile(rf"^(?:[\w.]+\.)?{re.escape(type(error).__name__)}: ", re.MULTILINE)
+        found = final_line.search(text, last_frame + 1)
+        if found:
+            text = text[found.end():].strip()
+    return text
+
+
+def _parse(parse_config: type[T] | Callable[[], T]) -> T:
+    if isinstance(parse_config, type):
+        from reid.config import parse  # imported here: reid.config imports this module
+
+        return parse(parse_config)
+    return parse_config()

@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from reid.errors import InputError
+
 FEATURE_KEYS = ("features", "img_id", "player", "img_type", "folder", "split", "checkpoint", "flip")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(InputError):
     """A features file that does not follow the format above (message: the file and what is wrong)."""
 
 
@@ -118,6 +121,9 @@ class FeatureSet:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"features file not found: {path}")
+        with open(path, "rb") as file:
+            if file.read(4) != b"PK\x03\x04":  # numpy would try it as a pickle, and say so
+                raise FeatureFileError(f"{path}: not an .npz file (a features file of predict.py is a zip of arrays)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [key for key in FEATURE_KEYS if key not in data.files]
@@ -125,7 +131,7 @@ class FeatureSet:
                     raise FeatureFileError(f"{path}: missing key(s) {', '.join(missing)}; a features file of predict.py "
                                            f"has {', '.join(FEATURE_KEYS)}")
                 values = {key: data[key] for key in FEATURE_KEYS}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             if isinstance(error, FeatureFileError):
                 raise
             raise FeatureFileError(f"{path}: not a readable .npz features file ({error})") from None

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reid.errors import InputError
 from reid.matrices import DistanceMatrix
 
 
 def check_aligned(matrices: Sequence[DistanceMatrix]) -> None:
-    """Raise ``ValueError`` unless every matrix has the first one's query ids and gallery ids, in order.
+    """Raise ``InputError`` (a ``ValueError``) unless every matrix has the first one's query ids and gallery ids, in order.
 
     The message names the differing matrix (its file when read from one) and the first differing position.
     """
     if len(matrices) == 0:
-        raise ValueError("no matrices to fuse")
+        raise InputError("no matrices to fuse")
     for index, matrix in enumerate(matrices):
         if not isinstance(matrix, DistanceMatrix):
             raise TypeError(f"matrix {index + 1} is a {type(matrix).__name__}, expected a DistanceMatrix")
@@ -34,11 +35,11 @@ def check_aligned(matrices: Sequence[DistanceMatrix]) -> None:
     for index, matrix in enumerate(matrices[1:], start=2):
         for what, ids, reference in (("query", matrix.query_ids, first.query_ids), ("gallery", matrix.gallery_ids, first.gallery_ids)):
             if len(ids) != len(reference):
-                raise ValueError(f"matrix {index} ({matrix.name}) has {len(ids)} {what} ids but matrix 1 ({first.name}) has {len(reference)}")
+                raise InputError(f"matrix {index} ({matrix.name}) has {len(ids)} {what} ids but matrix 1 ({first.name}) has {len(reference)}")
             differ = np.flatnonzero(ids != reference)
             if differ.size:
                 at = int(differ[0])
-                raise ValueError(
+                raise InputError(
                     f"matrix {index} ({matrix.name}) does not match matrix 1 ({first.name}): {what} ids differ first at "
                     f"{what} position {at} (0-based): {ids[at]} vs {reference[at]}"
                 )
@@ -61,9 +62,9 @@ def similarity_fusion(matrices: Sequence[DistanceMatrix], weights: Sequence[floa
     if weights is not None:
         weights = [float(w) for w in weights]
         if len(weights) != len(matrices):
-            raise ValueError(f"{len(weights)} weights for {len(matrices)} matrices")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"weights must be non-negative and not all zero, got {weights}")
+            raise InputError(f"{len(weights)} weights for {len(matrices)} matrices")
+        if not all(np.isfinite(weights)) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise InputError(f"weights must be finite, non-negative and not all zero, got {weights}")
     total = np.array(matrices[0].values, dtype=np.float64)
     if weights is not None:
         total *= weights[0]
@@ -99,6 +100,8 @@ def dissimilarity_weights(matrices: Sequence[DistanceMatrix], topk: int = 15) ->
     **inverted**: w'_k = 1 / (w_k * sum_j 1 / w_j), so models that agree more get less weight.
     """
     check_aligned(matrices)
+    if topk < 1:
+        raise InputError(f"topk must be at least 1, got {topk}")
     num_models = len(matrices)
     needed = num_models // 2 + 1
     in_top = [_smallest_mask(np.asarray(matrix.values), topk) for matrix in matrices]  # M x (m, n) bool

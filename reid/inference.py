@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from reid import engine
 from reid.crops import ImageInput, read_crop
 from reid.errors import InputError
+from reid.images import ImageReadError
 from reid.models import Encoder
 from reid.prediction import resolve_device
 from reid.transforms import eval_transform
@@ -129,13 +130,14 @@ class ReidEncoder:
               num_workers: int = 0, verbose: bool = False) -> np.ndarray:
         """Features of ``images``: file paths, PIL images, (H, W, 3) uint8 RGB arrays (mixed freely),
         one of them, or an (N, H, W, 3) uint8 array. Returns (N, embed_dim) float32, rows L2-normalised,
-        in the order given. flip: None = this encoder's ``flip``. A crop that cannot be read raises
-        ``InputError`` naming it (also from loader processes, ``num_workers`` > 0)."""
+        in the order given. flip: None = this encoder's ``flip``. A file that cannot be decoded raises
+        ``reid.images.ImageReadError`` naming it, an array of the wrong kind ``InputError`` naming its
+        position (also from loader processes, ``num_workers`` > 0: the error, not a traceback)."""
         items = as_image_list(images)
         if not items:
             raise InputError("no images to embed")
         loader = DataLoader(_CropDataset(items, self.preprocess), batch_size=batch_size, shuffle=False,
-                            num_workers=num_workers, pin_memory=self.device.type == "cuda")
+                            num_workers=num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
         return engine.extract_features(self.module, _Checked(loader), self.device, flip=self.flip if flip is None else flip,
                                        amp_dtype=autocast_for(self.device, self.precision), verbose=verbose)
 
@@ -234,8 +236,8 @@ def as_image_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]
 
 
 class _CropDataset(Dataset):
-    """Item i = (preprocessed crop i, "") or, when it cannot be read, (zeros, the reason): a worker
-    process hands the reason back instead of a traceback, and ``_checked`` raises it."""
+    """Item i = (preprocessed crop i, None) or, when it cannot be read, (zeros, the error): a loader
+    process hands the error back instead of a traceback, and ``_Checked`` raises it."""
 
     def __init__(self, items: Sequence[ImageInput], preprocess: Preprocess) -> None:
         self.items = items
@@ -244,17 +246,22 @@ class _CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Exception | None]:
         item = self.items[index]
         try:
-            return self.preprocess(item), ""
-        except InputError as error:
-            where = "" if isinstance(item, (str, os.PathLike)) else f"image {index} of the list: "
-            return torch.zeros(3, *self.preprocess.img_size), f"{where}{error}"
+            return self.preprocess(item), None
+        except (InputError, ImageReadError, FileNotFoundError) as error:
+            if isinstance(error, InputError) and not isinstance(item, (str, os.PathLike)):
+                error = InputError(f"image {index} of the list: {error}")
+            return torch.zeros(3, *self.preprocess.img_size), error
+
+
+def _collate(items: list[tuple[torch.Tensor, Exception | None]]) -> tuple[torch.Tensor, list[Exception | None]]:
+    return torch.stack([image for image, _ in items]), [error for _, error in items]
 
 
 class _Checked:
-    """The loader's image batches; a crop that could not be read raises its ``InputError`` here."""
+    """The loader's image batches; a crop that could not be read raises its error here."""
 
     def __init__(self, loader: DataLoader) -> None:
         self.loader = loader
@@ -263,8 +270,8 @@ class _Checked:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for images, problems in self.loader:
-            problem = next((p for p in problems if p), None)
-            if problem is not None:
-                raise InputError(problem)
+        for images, errors in self.loader:
+            error = next((e for e in errors if e is not None), None)
+            if error is not None:
+                raise error
             yield images

@@ -17,19 +17,23 @@ import gzip
 import os
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
+from reid.errors import InputError
+
 # Widths of "%10.5f": every value in (-999.99999, 9999.99999) is written in exactly 10 characters,
 # which lets the writer build the text with array operations; other values take the slow path.
 _FIELD_WIDTH = 10
 _FAST_MIN, _FAST_MAX = -999.99999, 9999.99999
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
-class MatrixFileError(ValueError):
+class MatrixFileError(InputError):
     """A distance CSV that does not follow the submission format (message: file, line, what was expected)."""
 
 
@@ -83,22 +87,26 @@ class DistanceMatrix:
 
     @classmethod
     def read_csv(cls, path: str | os.PathLike, dtype: type = np.float64) -> DistanceMatrix:
-        """Read a submission CSV (``.gz`` is decompressed); every gallery column is kept.
+        """Read a submission CSV (gzip-compressed or not: told by its first bytes); every gallery column is kept.
 
         dtype: float64 (default) holds each ``%10.5f`` text exactly as Python's ``float`` parses it,
             which fusion needs to reproduce the published sums bit for bit; float32 halves the memory
             and gives the same rankings (it is what the published ``predict_fortestset.py`` used).
         Raises ``MatrixFileError`` naming the file and line for a ragged row, a non-numeric value, a
-        non-integer id, a duplicate query id or a file without query rows.
+        NaN or infinite distance (with its column), a non-integer id, a duplicate query id, a file
+        without query rows or a damaged gzip stream.
         """
         path = Path(path)
         header = _read_header(path)
         gallery_ids = _parse_id_fields(header[1:], path, line=1)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _open(path) as file:
                 warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
-                table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2, comments=None)
+                file.readline()
+                table = np.loadtxt(file, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
         except ValueError as error:
+            if isinstance(error, MatrixFileError):
+                raise
             _raise_first_problem(path, len(header), fallback=str(error))
         if table.shape[0] == 0:
             raise MatrixFileError(f"{path}: no query rows after the header line")
@@ -107,6 +115,9 @@ class DistanceMatrix:
         query_column = table[:, 0]
         if not np.all(np.isfinite(query_column) & (query_column == np.round(query_column))):
             _raise_first_problem(path, len(header), fallback="a query id is not an integer")
+        finite = np.isfinite(table[:, 1:])
+        if not finite.all():
+            _raise_non_finite(path, finite)
         query_ids = query_column.astype(np.int64)
         unique, counts = np.unique(query_ids, return_counts=True)
         if np.any(counts > 1):
@@ -141,6 +152,15 @@ class DistanceMatrix:
             Path(temporary).unlink(missing_ok=True)
             raise
         return path
+
+
+def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike], flag: str = "--output") -> None:
+    """Raise ``InputError`` if ``output`` is one of ``inputs`` (the same file, by any path or link to it)."""
+    target = Path(output).resolve()
+    for source in inputs:
+        if Path(source).resolve() == target or (target.exists() and Path(source).exists() and os.path.samefile(source, target)):
+            raise InputError(f"{flag} {output} is also an input ({source}); writing it would replace that input: "
+                             f"choose another {flag}")
 
 
 def format_rows(row_ids: np.ndarray, values: np.ndarray) -> bytes:
@@ -229,8 +249,22 @@ def _maybe_gzip(raw, path: Path):
         yield compressed
 
 
+@contextlib.contextmanager
 def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    """The file's bytes, decompressed when it starts like a gzip stream (whatever its name says).
+
+    A damaged gzip stream raises ``MatrixFileError`` naming the file."""
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        try:
+            if compressed:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as file:
+                    yield file
+            else:
+                yield raw
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise MatrixFileError(f"{path}: damaged gzip file ({error}); write or download it again") from None
 
 
 def _read_header(path: Path) -> list[bytes]:
@@ -238,7 +272,11 @@ def _read_header(path: Path) -> list[bytes]:
         line = file.readline()
     if not line.strip():
         raise MatrixFileError(f"{path}: line 1: expected the header '0,<gallery id>,...', found an empty line")
-    return line.rstrip(b"\r\n").split(b",")
+    fields = line.rstrip(b"\r\n").split(b",")
+    if len(fields) < 2:
+        found = line.strip()[:40].decode(errors="replace")
+        raise MatrixFileError(f"{path}: line 1: expected the header '0,<gallery id>,...', found {found!r} (not a distance CSV?)")
+    return fields
 
 
 def _data_lines(path: Path):
@@ -267,6 +305,17 @@ def _parse_id_fields(fields: list[bytes], path: Path, line: int) -> np.ndarray:
             raise MatrixFileError(f"{path}: line {line}, column {column}: expected an integer gallery id, found {text.decode(errors='replace')!r}")
         ids.append(value)
     return np.array(ids, dtype=np.int64)
+
+
+def _raise_non_finite(path: Path, finite: np.ndarray) -> NoReturn:
+    """``MatrixFileError`` for the first NaN or infinite value cell. finite: (rows, gallery) bool."""
+    rows, columns = np.nonzero(~finite)
+    row, column = int(rows[0]), int(columns[0]) + 2  # 1-based, after the query id column
+    number, line = next(item for index, item in enumerate(_data_lines(path)) if index == row)
+    text = line.split(b",")[column - 1].decode(errors="replace").strip()
+    more = f" ({len(rows) - 1} more such cell{'s' if len(rows) > 2 else ''})" if len(rows) > 1 else ""
+    raise MatrixFileError(f"{path}: line {number}, column {column}: the distance is {text!r}, not a finite number{more}; "
+                          f"every cell must be a finite distance: recompute the matrix")
 
 
 def _raise_first_problem(path: Path, num_fields: int, fallback: str) -> NoReturn:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from reid.errors import InputError
 
 OPEN_CLIP_PREFIX = "open_clip:"
 
@@ -76,9 +79,30 @@ def build_model(config: Any) -> Encoder:
         raise ValueError("no model name given")
     if spec.pretrained_file is not None and not Path(spec.pretrained_file).is_file():
         raise FileNotFoundError(f"pretrained_file {spec.pretrained_file} does not exist")
+    check_model_name(spec.model)
     if spec.model.startswith(OPEN_CLIP_PREFIX):
         return _build_open_clip(spec)
     return _build_timm(spec)
+
+
+def check_model_name(model: str) -> None:
+    """``InputError`` for a name that neither timm nor open_clip knows, with the closest known names."""
+    if model.startswith(OPEN_CLIP_PREFIX):
+        import open_clip
+
+        name = model[len(OPEN_CLIP_PREFIX):].split(":")[0]
+        known, how = open_clip.list_models(), "open_clip.list_models()"
+    else:
+        import timm
+
+        if timm.is_model(model):
+            return
+        name, known, how = model.split(".")[0], timm.list_models(), "timm.list_models()"
+    if name in known:
+        return
+    close = " or ".join(repr(n) for n in difflib.get_close_matches(name, known, n=3))
+    raise InputError(f"unknown model {model!r}{f' (did you mean {close}?)' if close else ''}; "
+                     f"the known names are in {how}")
 
 
 def normalize_img_size(img_size: tuple[int, ...] | list[int] | int | None) -> tuple[int, int] | None:

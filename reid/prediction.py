@@ -25,6 +25,7 @@ import torch
 from reid import metrics
 from reid.data import load_train_frame, query_gallery, split_train_test
 from reid.download import DATA_FOLDER
+from reid.errors import InputError
 from reid.evaluation import DISTANCES, SCORES
 from reid.matrices import DistanceMatrix
 
@@ -49,7 +50,8 @@ def load_challenge_frame(data_dir: str | os.PathLike) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"folder": str})
     missing = [column for column in CHALLENGE_COLUMNS if column not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CHALLENGE_COLUMNS)}")
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(CHALLENGE_COLUMNS)} "
+                         f"(write it again with preprocess_data.py)")
     return frame
 
 
@@ -61,7 +63,7 @@ def split_frames(data_dir: str | os.PathLike, split: str) -> tuple[pd.DataFrame,
         return query_gallery(split_train_test(load_train_frame(data_dir), fold=-1)[1])
     if split.startswith("fold") and split[4:].isdigit():
         return query_gallery(split_train_test(load_train_frame(data_dir), fold=int(split[4:]))[1])
-    raise ValueError(f"unknown split {split!r}; expected test, challenge or fold<k> (e.g. fold3)")
+    raise InputError(f"unknown split {split!r}; expected test, challenge or fold<k> (e.g. fold3)")
 
 
 def held_out_split(training_config: dict) -> str:
@@ -138,18 +140,18 @@ def write_split_names(data_dir: str | os.PathLike, split: str, output_dir: str |
                       matrix_csv: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write ``<split>_query_names.csv`` and ``<split>_gallery_names.csv`` (see ``evaluation_names``) into
     ``output_dir``; with ``matrix_csv``, first check that the saved matrix's ids are the split's, in order
-    (``ValueError`` naming the first difference otherwise). Returns the two paths."""
+    (``InputError`` naming the first difference otherwise). Returns the two paths."""
     query_names, gallery_names = evaluation_names(*split_frames(data_dir, split))
     if matrix_csv is not None:
         matrix = DistanceMatrix.read_csv(matrix_csv, dtype=np.float32)
         for what, found, expected in (("query", matrix.query_ids, query_names["id"].to_numpy()),
                                       ("gallery", matrix.gallery_ids, gallery_names["id"].to_numpy())):
             if len(found) != len(expected):
-                raise ValueError(f"{matrix_csv}: {len(found)} {what} ids, the {split} split has {len(expected)} {what} images")
+                raise InputError(f"{matrix_csv}: {len(found)} {what} ids, the {split} split has {len(expected)} {what} images")
             differ = np.flatnonzero(found != expected)
             if differ.size:
                 at = int(differ[0])
-                raise ValueError(f"{matrix_csv}: {what} position {at} (0-based) has id {found[at]}, the {split} split's "
+                raise InputError(f"{matrix_csv}: {what} position {at} (0-based) has id {found[at]}, the {split} split's "
                                  f"{what} image there is {query_names['img_id'].iloc[at] if what == 'query' else gallery_names['img_id'].iloc[at]} "
                                  f"(id {expected[at]}): not a matrix of this split in evaluation order")
     output_dir = Path(output_dir)

@@ -2,7 +2,7 @@
 
 Each identity has a random unit centre; each image is its centre plus isotropic Gaussian noise,
 L2-normalised, so that the raw mAP is moderate (~0.5-0.8) and re-ranking has work to do, like the
-reference cases (``../shared/reference/README.md``, "Synthetic data").
+reference cases (``tests/reference/README.md``, "Synthetic data").
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from reid.data import PairDataset, UniquePlayerBatchSampler, image_paths, load_t
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
 from reid.engine import (NonFiniteError, PairModel, autocast_dtype, build_scheduler, load_checkpoint, make_grad_scaler,
                          non_finite_tensors, rng_state, save_checkpoint, set_rng_state, train_one_epoch)
-from reid.errors import InputError, RunFailure
+from reid.errors import InputError, RunFailure, message
 from reid.evaluation import evaluate_features, features_for_frame, format_scores
 from reid.losses import ReidLoss
 from reid.models import build_model
@@ -268,7 +268,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
         return run_dir
     except (RunFailure, InputError) as error:
         if started:
-            _log_to_file(log, f"error: {error}")
+            _log_to_file(log, f"error: {message(error)}")  # without the traceback of a DataLoader worker
         raise
     finally:
         if board is not None:

@@ -126,3 +126,30 @@ def plain_scores(dist, q_ids, g_ids, q_cams, g_cams, topk=20):
                     curves["cuhk03"][rank:] += 0.1
             counts["cuhk03"] += 1
     return np.mean(aps), np.mean(inps), {k: curves[k] / counts[k] for k in curves}
+
+
+def plain_similarity_fusion(values, weights=None):
+    """README F1 with weights: sum_k w_k v_k / sum_k w_k (left to right, float64), rounded to 5 decimals."""
+    weights = [1.0] * len(values) if weights is None else [float(w) for w in weights]
+    total = sum(w * np.asarray(v, np.float64) for w, v in zip(weights, values))
+    return np.round(total / sum(weights), 5)
+
+
+def plain_dissimilarity_fusion(values, topk=15):
+    """README F2, row by row with Python lists: (fused (m, n) float64, per-query weights (m, M))."""
+    values = [np.asarray(v, np.float64) for v in values]
+    count = len(values)
+    needed = count // 2 + 1
+    fused, weights = np.zeros(values[0].shape), np.zeros((values[0].shape[0], count))
+    for row in range(values[0].shape[0]):
+        tops = [set(np.argsort(v[row], kind="stable")[:topk].tolist()) for v in values]
+        good = {c for c in set().union(*tops) if sum(c in top for top in tops) >= needed}
+        shared = [len(good & top) for top in tops]
+        total = sum(shared)
+        w = [1 / count] * count if total == 0 else [a / total if a else 0.1 for a in shared]
+        inverse = sum(1 / x for x in w)
+        w = [1 / (x * inverse) for x in w]  # the published order of operations (not (1 / x) / inverse: one ulp apart)
+        weights[row] = w
+        cells = [v[row].tolist() for v in values]  # Python floats: Python's round, not numpy's
+        fused[row] = [round(sum(w[k] * cells[k][column] for k in range(count)), 5) for column in range(len(cells[0]))]
+    return fused, weights

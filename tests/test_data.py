@@ -119,6 +119,27 @@ def test_unreadable_images_are_reported_with_their_path(tmp_path):
         read_image(broken)
 
 
+def test_unreadable_images_lists_every_bad_file_in_order(tmp_path):
+    from PIL import Image
+
+    from reid.errors import RunFailure
+    from reid.images import unreadable_images
+
+    good = tmp_path / "good.jpeg"
+    Image.new("RGB", (40, 20), (200, 30, 30)).save(good)
+    truncated, empty, text = tmp_path / "truncated.jpeg", tmp_path / "empty.jpeg", tmp_path / "text.jpeg"
+    truncated.write_bytes(good.read_bytes()[:200])
+    empty.write_bytes(b"")
+    text.write_text("not an image\n")
+    paths = [good, empty, tmp_path / "absent.jpeg", good, truncated, text]
+    problems = unreadable_images(paths, workers=2, progress=False)
+    assert [path for path, _ in problems] == [empty, tmp_path / "absent.jpeg", truncated, text]
+    assert problems[0][1] == "empty file (0 bytes)" and problems[1][1] == "file not found"
+    assert all(str(tmp_path) not in reason for _, reason in problems)  # the path is said once, before the reason
+    with pytest.raises(RunFailure, match=rf"cannot decode image {empty}: empty file \(0 bytes\); replace or remove"):
+        read_image(empty)
+
+
 def frame() -> pd.DataFrame:
     rows = []
     for player, split, fold in ((5, "train", 0), (2, "train", 1), (9, "test", 2), (7, "test", 2)):

@@ -62,12 +62,14 @@ class FileServer:
 
     truncate: paths whose first answer announces the full length but stops half-way and closes.
     no_range: paths for which Range is ignored (answers 200 with the whole file).
+    status: paths answered with this HTTP error status.
     """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()
         self.no_range: set[str] = set()
+        self.status: dict[str, int] = {}
         self.log: list[tuple[str, str | None, int]] = []
         server = self
 
@@ -78,6 +80,10 @@ class FileServer:
             def do_GET(self) -> None:
                 data = server.files.get(self.path)
                 range_header = self.headers.get("Range")
+                if self.path in server.status:
+                    server.log.append((self.path, range_header, 0))
+                    self.send_error(server.status[self.path])
+                    return
                 if data is None:
                     server.log.append((self.path, range_header, 0))
                     self.send_error(404, "Not Found")
@@ -205,6 +211,15 @@ def test_offline_gives_a_clear_message(tmp_path):
     assert "(3 attempts)" in message and "could not connect" in message and "offline" in message and "--archive" in message
 
 
+def test_a_server_error_is_not_called_offline(server, tmp_path):
+    server.status["/master.zip"] = 500
+    with pytest.raises(DownloadError) as error:
+        download(server.url("/master.zip"), tmp_path / "master.zip", **FAST)
+    message = str(error.value)
+    assert "HTTP 500" in message and "(3 attempts)" in message and "fails" in message and "--archive" in message
+    assert "offline" not in message and len(server.log) == 3
+
+
 # ----------------------------------------------------------------------------------------------------
 # The whole stage: toolkit archive or data zip, md5, idempotence
 # ----------------------------------------------------------------------------------------------------
@@ -254,6 +269,51 @@ def test_local_archive_instead_of_a_download(tmp_path):
     prepare_synergyreid(tmp_path / "data", "http://127.0.0.1:9/unused", md5(inner), archive=archive, **FAST)
     assert_extracted(tmp_path / "data")
     assert archive.exists(), "a user's own archive is never deleted"
+
+
+def test_a_toolkit_archive_served_as_synergyreid_data_zip(server, tmp_path):
+    inner = data_zip()
+    server.files["/files/synergyreid_data.zip"] = toolkit_zip(inner)  # the kind is told by the content
+    prepare_synergyreid(tmp_path, server.url("/files/synergyreid_data.zip"), md5(inner), **FAST)
+    assert_extracted(tmp_path)
+    assert (tmp_path / "synergyreid_data.zip").read_bytes() == inner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data_reid", "synergyreid_data.zip"]
+
+
+@pytest.mark.parametrize("where", ["in the data folder", "elsewhere"])
+def test_the_users_toolkit_archive_named_synergyreid_data_zip_is_never_touched(tmp_path, where):
+    inner = data_zip()
+    data_dir = tmp_path / "data"
+    archive = (data_dir if where == "in the data folder" else tmp_path / "downloads") / "synergyreid_data.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(toolkit_zip(inner))
+    before = archive.read_bytes()
+    prepare_synergyreid(data_dir, "http://127.0.0.1:9/unused", md5(inner), archive=archive, **FAST)
+    assert_extracted(data_dir)
+    assert archive.read_bytes() == before, "the user's archive is neither overwritten nor deleted"
+    if where == "elsewhere":
+        assert (data_dir / "synergyreid_data.zip").read_bytes() == inner
+    assert sorted(p.name for p in data_dir.iterdir()) == ["data_reid", "synergyreid_data.zip"]  # no temporary left
+
+
+def test_the_users_archive_with_a_wrong_md5_stays_where_it_is(tmp_path):
+    inner = data_zip()
+    archive = tmp_path / "synergyreid_data.zip"
+    archive.write_bytes(inner)
+    with pytest.raises(ChecksumError, match="left as it is"):
+        prepare_synergyreid(tmp_path, "http://127.0.0.1:9/unused", "0" * 32, archive=archive, **FAST)
+    assert archive.read_bytes() == inner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synergyreid_data.zip"]
+
+
+def test_an_unverified_zip_in_the_data_folder_is_kept_aside_not_overwritten(server, tmp_path):
+    inner = data_zip()
+    server.files["/master.zip"] = toolkit_zip(inner)
+    other = data_zip(top="other/")  # e.g. another year's data
+    (tmp_path / "synergyreid_data.zip").write_bytes(other)
+    prepare_synergyreid(tmp_path, server.url("/master.zip"), md5(inner), **FAST)
+    assert (tmp_path / "synergyreid_data.zip").read_bytes() == inner
+    assert (tmp_path / f"synergyreid_data.zip.md5-{md5(other)}").read_bytes() == other
 
 
 def test_wrong_md5_stops_keeps_the_file_aside_and_extracts_nothing(server, tmp_path):

@@ -28,3 +28,42 @@ def test_foreseeable_faults_are_one_line(capsys, error, status, text):
 def test_a_bug_keeps_its_traceback():
     with pytest.raises(ZeroDivisionError):
         run_script(_raise(ZeroDivisionError("bug")), lambda: None)
+
+
+def test_a_dataclass_is_parsed_from_the_command_line_and_file_errors_name_the_file(capsys, monkeypatch, tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Configuration:
+        path: str = "x"
+        """A file to open."""
+
+    def main(config: Configuration) -> None:
+        open(tmp_path / config.path).close()
+
+    for name, reason in (("absent.csv", "No such file or directory"), (".", "Is a directory")):
+        monkeypatch.setattr("sys.argv", ["script.py", "--path", name])
+        with pytest.raises(SystemExit) as exit_info:
+            run_script(main, Configuration)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip() == f"error: {tmp_path / name}: {reason}"
+
+
+def test_an_error_from_a_data_loader_worker_prints_its_own_message(capsys, tmp_path):
+    from torch.utils.data import DataLoader, Dataset
+
+    class Broken(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int):
+            raise RunFailure(f"cannot decode image {tmp_path / 'a.jpeg'}: truncated\nreplace the file")
+
+    def main(_config: object) -> None:
+        for _ in DataLoader(Broken(), num_workers=1):
+            pass
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(main, lambda: None)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: cannot decode image {tmp_path / 'a.jpeg'}: truncated\nreplace the file\n"

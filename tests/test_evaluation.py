@@ -1,4 +1,5 @@
-"""Held-out scores from features: raw distances and both re-rankings, through reid.metrics / reid.rerank."""
+"""Held-out scores from features: raw distances and both re-rankings, against the reference figures and the plain
+implementations of tests/plain_postprocess.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from reid import metrics, rerank
-from reid.distance import squared_euclidean
 from reid.evaluation import evaluate_features, format_scores
+from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
+from reference_cases import distance_d
 
 
 def clustered(seed: int = 0, players: int = 12, gallery_per_player: int = 8, noise: float = 0.6):
@@ -22,18 +23,29 @@ def clustered(seed: int = 0, players: int = 12, gallery_per_player: int = 8, noi
     return draw(1), draw(gallery_per_player), ids, np.repeat(ids, gallery_per_player)
 
 
-def test_scores_are_those_of_the_metrics_on_each_distance():
+def test_scores_equal_the_published_figures_of_the_reference_case(reference_dir):
+    case = np.load(reference_dir / "test_seed0.npz")
+    scores = evaluate_features(case["query_feats"], case["gallery_feats"], case["query_ids"], case["gallery_ids"],
+                               k1=20, k2=6, lambda_value=0.7)
+    for name, reference in (("raw", "raw"), ("classic", "rerank_l07"), ("hard", "hardweight")):
+        assert scores[f"map_{name}"] == pytest.approx(case[f"mAP_{reference}"], abs=1e-6), name
+        top = case[f"cmc_top_1_5_10_market1501_{reference}"]  # rank-k: the first true match (market1501)
+        assert [scores[f"rank{k}_{name}"] for k in (1, 5, 10)] == pytest.approx(top.tolist(), abs=1e-9), name
+
+
+def test_scores_equal_the_plain_implementations_on_each_distance():
     query, gallery, query_ids, gallery_ids = clustered()
     scores = evaluate_features(query, gallery, query_ids, gallery_ids, k1=6, k2=3, lambda_value=0.5)
-    raw = squared_euclidean(query, gallery)
-    classic = rerank.classic(raw, squared_euclidean(query, query), squared_euclidean(gallery, gallery), k1=6, k2=3, lambda_value=0.5)
-    hard = rerank.hard_weight(query, gallery, k1=6, k2=3, lambda_value=0.5)
+    raw = distance_d(query, gallery)
+    classic = plain_classic(raw, distance_d(query, query), distance_d(gallery, gallery), k1=6, k2=3, lambda_value=0.5)
+    hard = plain_hard_weight(query, gallery, k1=6, k2=3, lambda_value=0.5)
+    cams = np.zeros(len(query_ids), np.int64), np.ones(len(gallery_ids), np.int64)
     for name, dist in (("raw", raw), ("classic", classic), ("hard", hard)):
-        assert scores[f"map_{name}"] == pytest.approx(metrics.mean_ap(dist, query_ids, gallery_ids))
-        assert scores[f"minp_{name}"] == pytest.approx(metrics.mean_inp(dist, query_ids, gallery_ids))
-        curve = metrics.cmc(dist, query_ids, gallery_ids, topk=10)
-        assert [scores[f"rank{k}_{name}"] for k in (1, 5, 10)] == pytest.approx([curve[0], curve[4], curve[9]])
-    assert 0 < scores["map_raw"] < 1
+        expected_map, expected_inp, curves = plain_scores(dist, query_ids, gallery_ids, *cams, topk=10)
+        assert scores[f"map_{name}"] == pytest.approx(expected_map, abs=1e-9), name
+        assert scores[f"minp_{name}"] == pytest.approx(expected_inp, abs=1e-9), name
+        assert [scores[f"rank{k}_{name}"] for k in (1, 5, 10)] == pytest.approx(curves["market1501"][[0, 4, 9]].tolist()), name
+    assert 0 < scores["map_raw"] < scores["map_hard"] < 1
     assert list(scores)[:3] == ["map_raw", "map_classic", "map_hard"]
 
 

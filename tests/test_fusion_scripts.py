@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid.fusion import dissimilarity_fusion, similarity_fusion
 from reid.matrices import DistanceMatrix
+from plain_postprocess import plain_dissimilarity_fusion, plain_similarity_fusion
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,18 @@ def test_three_model_outputs_and_options(reference_dir, tmp_path):
     _ok(_run("dissim_fuse.py", "--inputs", *models, "--output", tmp_path / "dissim3.csv", cwd=tmp_path))
     assert np.abs(DistanceMatrix.read_csv(tmp_path / "sim3.csv.gz").values - case["out_sim3"]).max() <= 1e-5
     assert np.abs(DistanceMatrix.read_csv(tmp_path / "dissim3.csv").values - case["out_dissim3"]).max() <= 1e-5
+    # --weights and --topk against the plain README F1 / F2 (which give the reference outputs at the defaults)
+    inputs = case["fusion_inputs_csv"][:3]
+    np.testing.assert_array_equal(plain_similarity_fusion(inputs), case["out_sim3"])
+    np.testing.assert_array_equal(plain_dissimilarity_fusion(inputs, topk=15)[0], case["out_dissim3"])
     _ok(_run("sim_fuse.py", "--inputs", *models[:2], "--weights", 3, 1, "--output", tmp_path / "w.csv", cwd=tmp_path))
-    loaded = [DistanceMatrix.read_csv(m) for m in models]
-    expected = similarity_fusion(loaded[:2], weights=[3, 1])
-    np.testing.assert_array_equal(DistanceMatrix.read_csv(tmp_path / "w.csv").values, expected.values)
+    weighted = DistanceMatrix.read_csv(tmp_path / "w.csv").values
+    np.testing.assert_array_equal(weighted, plain_similarity_fusion(inputs[:2], weights=[3, 1]))
+    assert np.abs(weighted - np.round((3 * inputs[0] + inputs[1]) / 4, 5)).max() <= 1e-5  # by hand
     _ok(_run("dissim_fuse.py", "--inputs", *models, "--topk", 5, "--output", tmp_path / "d5.csv", cwd=tmp_path))
-    np.testing.assert_array_equal(DistanceMatrix.read_csv(tmp_path / "d5.csv").values, dissimilarity_fusion(loaded, topk=5).values)
+    top5 = DistanceMatrix.read_csv(tmp_path / "d5.csv").values
+    np.testing.assert_array_equal(top5, plain_dissimilarity_fusion(inputs, topk=5)[0])
+    assert np.abs(top5 - case["out_dissim3"]).max() > 1e-3  # another depth, other weights
 
 
 @pytest.mark.parametrize("script", ["sim_fuse.py", "dissim_fuse.py"])
@@ -69,3 +75,4 @@ def test_mismatched_or_malformed_inputs_are_reported(script, tmp_path):
     result = _run(script, "--inputs", a, bad, "--output", tmp_path / "out.csv", cwd=tmp_path)
     assert result.returncode != 0 and "bad.csv: line 2" in result.stderr
     assert not (tmp_path / "out.csv").exists()
+

@@ -122,3 +122,30 @@ def test_constructor_checks_shapes_and_types():
     matrix = DistanceMatrix(np.zeros((1, 2), np.float16), [1], [3, 4])
     assert matrix.values.dtype == np.float32 and matrix.query_ids.dtype == np.int64
     assert DistanceMatrix(np.zeros((1, 2)), [1], [3, 4]).values.dtype == np.float64
+
+
+@pytest.mark.parametrize("cell", ["nan", "       nan", "inf", "  -inf", "NaN"])
+def test_nan_and_infinite_cells_are_refused_with_line_and_column(tmp_path, cell):
+    path = tmp_path / "m.csv"
+    path.write_text(f"0,5,5,6\n1,   0.10000,   0.20000,   0.30000\n\n2,   0.40000,{cell},   0.60000\n3,nan,inf,0.1\n")
+    with pytest.raises(MatrixFileError) as error:
+        DistanceMatrix.read_csv(path)
+    # the blank line 3 counts: the file's own line numbers
+    assert str(error.value).startswith(f"{path}: line 4, column 3: the distance is {cell.strip()!r}, not a finite number (2 more such cells)")
+
+
+def test_gzip_or_not_is_told_by_the_content_and_a_damaged_stream_names_the_file(tmp_path):
+    matrix = DistanceMatrix(np.array([[0.5, 1.5]]), [4], [1, 2])
+    plain_named_gz = tmp_path / "plain.csv.gz"
+    plain_named_gz.write_bytes(matrix.write_csv(tmp_path / "p.csv").read_bytes())
+    gzip_named_csv = tmp_path / "packed.csv"
+    gzip_named_csv.write_bytes(matrix.write_csv(tmp_path / "p.csv.gz").read_bytes())
+    for path in (plain_named_gz, gzip_named_csv):
+        np.testing.assert_array_equal(DistanceMatrix.read_csv(path).values, matrix.values)
+    rng = np.random.default_rng(5)
+    full = _matrix(rng, m=40, n=300).write_csv(tmp_path / "big.csv.gz").read_bytes()
+    for damaged, reason in ((full[: len(full) // 2], "ended before"), (full[:-8] + bytes(8), "CRC check failed")):
+        path = tmp_path / "damaged.csv.gz"
+        path.write_bytes(damaged)
+        with pytest.raises(MatrixFileError, match=rf"^{path}: damaged gzip file \(.*({reason})"):
+            DistanceMatrix.read_csv(path)

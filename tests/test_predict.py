@@ -23,7 +23,6 @@ from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import evaluate
 import predict
-from reid import metrics
 from reid.config import parse
 from reid.distance import squared_euclidean
 from reid.engine import save_checkpoint
@@ -33,6 +32,8 @@ from reid.matrices import DistanceMatrix
 from reid.models import build_model
 from reid.evaluation import distance_matrices
 from reid.prediction import choose_queries, model_names, split_frames
+from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
+from reference_cases import distance_d
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTANCES = ("raw", "classic", "hard")
@@ -76,6 +77,35 @@ def predicted(twin, checkpoints, tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("predictions")
     predict.main(predict.Configuration(checkpoint=checkpoints, data_dir=twin, output_dir=output_dir, **FAST))
     return output_dir
+
+
+def plain_matrices(features: FeatureSet) -> dict[str, np.ndarray]:
+    """The test split's three matrices by the plain implementations (README D, R1, R2), published settings."""
+    query, gallery = features.query.features, features.gallery.features
+    raw = distance_d(query, gallery)
+    return {"raw": raw, "classic": plain_classic(raw, distance_d(query, query), distance_d(gallery, gallery), lambda_value=0.7),
+            "hard": plain_hard_weight(query, gallery)}
+
+
+def plain_split_scores(matrices: dict[str, np.ndarray], query_ids: np.ndarray, gallery_ids: np.ndarray) -> dict[str, float]:
+    """``<score>_<distance>`` of each matrix by the plain metrics (sklearn's AP; queries camera 0, gallery camera 1)."""
+    cams = np.zeros(len(query_ids), np.int64), np.ones(len(gallery_ids), np.int64)
+    scores = {}
+    for name, dist in matrices.items():
+        ap, inp, curves = plain_scores(dist, query_ids, gallery_ids, *cams, topk=10)
+        top = curves["market1501"]
+        scores |= {f"map_{name}": ap, f"minp_{name}": inp, f"rank1_{name}": top[0], f"rank5_{name}": top[4], f"rank10_{name}": top[9]}
+    return scores
+
+
+@pytest.fixture(scope="module")
+def plain_expected(predicted) -> dict[str, dict[str, float]]:
+    """{run1, run2, ensemble: plain scores} from the saved features, independently of the code under test."""
+    features = {name: FeatureSet.load(predicted / name / "features_test.npz") for name in ("run1", "run2")}
+    matrices = {name: plain_matrices(f) for name, f in features.items()}
+    mean = {d: ((matrices["run1"][d].astype(np.float64) + matrices["run2"][d]) / 2).astype(np.float32) for d in DISTANCES}
+    ids = features["run1"].query.player, features["run1"].gallery.player
+    return {name: plain_split_scores(m, *ids) for name, m in (*matrices.items(), ("ensemble", mean))}
 
 
 def expected_test_ids(data_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -140,12 +170,16 @@ def test_ensemble_is_the_mean_of_the_models_matrices(predicted):
             np.testing.assert_allclose(ensemble.values, (first.values + second.values) / 2, atol=1.1e-5)
 
 
-def test_predict_scores_match_the_saved_test_matrices(twin, predicted):
+def test_predict_scores_equal_the_plain_implementations(predicted, plain_expected):
     table = pd.read_csv(predicted / "scores.csv")
     assert table[["model", "distance"]].values.tolist() == [[m, d] for m in ("run1", "run2", "ensemble") for d in DISTANCES]
     for row in table.itertuples():
-        matrix = DistanceMatrix.read_csv(predicted / row.model / f"test_{row.distance}.csv")
-        assert row.map == pytest.approx(metrics.mean_ap(matrix.values, matrix.query_ids, matrix.gallery_ids), abs=2e-3)
+        expected = plain_expected[row.model]
+        for score in ("map", "rank1", "rank5", "rank10", "minp"):
+            assert getattr(row, score) == pytest.approx(expected[f"{score}_{row.distance}"], abs=1e-6), (row.model, row.distance, score)
+        matrix = DistanceMatrix.read_csv(predicted / row.model / f"test_{row.distance}.csv")  # the saved matrix ranks alike
+        cams = np.zeros(matrix.shape[0], np.int64), np.ones(matrix.shape[1], np.int64)
+        assert row.map == pytest.approx(plain_scores(matrix.values, matrix.query_ids, matrix.gallery_ids, *cams)[0], abs=2e-3)
 
 
 def test_distance_matrices_from_torch_tensors_equal_numpy(predicted):
@@ -179,9 +213,11 @@ def test_predict_one_checkpoint_with_flip_and_chosen_outputs(twin, checkpoints, 
     assert not (tmp_path / "never").exists()  # stopped before any work
 
 
-def test_evaluate_scores_equal_the_training_evaluation_and_draw_a_rank_list(twin, checkpoints, predicted):
+def test_evaluate_scores_equal_the_training_evaluation_and_draw_a_rank_list(twin, checkpoints, predicted, plain_expected):
     scores = evaluate.main(evaluate.Configuration(checkpoint=checkpoints[0], data_dir=twin, ranklist_queries=4, **FAST))
     output_dir = checkpoints[0].parent / "evaluate_best"  # the default
+    # the plain implementations' numbers on the same features
+    assert scores == pytest.approx(plain_expected["run1"], abs=1e-6)
     # the same numbers as the per-epoch evaluation of training on the same features
     features = FeatureSet.load(predicted / "run1" / "features_test.npz")
     expected = evaluate_features(features.query.features, features.gallery.features, features.query.player,
@@ -212,7 +248,7 @@ def test_evaluate_raw_only_and_option_errors(twin, checkpoints, tmp_path):
         evaluate.main(evaluate.Configuration(checkpoint=checkpoints[1], data_dir=twin, split="challenge", **FAST))
     not_a_checkpoint = tmp_path / "weights.pth"
     torch.save({"weights": torch.zeros(1)}, not_a_checkpoint)
-    with pytest.raises(ValueError, match="not a training checkpoint"):
+    with pytest.raises(ValueError, match=rf"^{not_a_checkpoint}: not a training checkpoint"):  # the path is named
         evaluate.main(evaluate.Configuration(checkpoint=not_a_checkpoint, data_dir=twin, output_dir=tmp_path, **FAST))
 
 

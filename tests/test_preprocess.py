@@ -126,6 +126,29 @@ def test_bad_file_name_names_the_path_and_the_pattern(data_reid, folder, name):
     assert str(data_reid / folder / name) in message and "does not fit the pattern" in message
 
 
+def test_a_challenge_number_with_leading_zeros_is_refused(data_reid):
+    (data_reid / "reid_challenge" / "gallery" / "000.jpeg").touch()
+    with pytest.raises(CatalogError) as error:
+        challenge_frame(data_reid)
+    assert str(error.value) == (f"{data_reid / 'reid_challenge' / 'gallery' / '000.jpeg'}: a challenge file number with leading "
+                                f"zeros (the later stages look for 0.jpeg); rename it 0.jpeg")
+
+
+@pytest.mark.parametrize("existing, added", [
+    ("reid_training/1_0_01.jpeg", "reid_training/01_0_01.jpeg"),
+    ("reid_test/query/36_100_00.jpeg", "reid_test/gallery/036_100_00.jpeg"),  # across the query and gallery folders
+])
+def test_two_files_for_the_same_player_sequence_and_frame_are_refused(data_reid, existing, added):
+    assert (data_reid / existing).is_file()
+    (data_reid / added).touch()
+    with pytest.raises(CatalogError) as error:
+        training_frame(data_reid)
+    player, sequence, image_frame = Path(existing).stem.split("_")
+    files, rest = str(error.value).split(" are ", 1)
+    assert sorted(files.split(" and ")) == sorted([str(data_reid / existing), str(data_reid / added)])
+    assert rest == f"the same player {player}, sequence {sequence}, frame {image_frame}; keep one of them"
+
+
 def test_train_and_test_sharing_an_id_is_refused(data_reid):
     (data_reid / "reid_test" / "gallery" / "0_100_05.jpeg").touch()
     with pytest.raises(CatalogError, match=r"player ids \[0\]"):
@@ -139,8 +162,9 @@ def test_preprocess_script_on_the_small_twin(tmp_path):
     download = subprocess.run([sys.executable, "download_data.py", "--source", "synthetic", "--data-dir", str(data_dir),
                                "--scale", "small", "--workers", "2"], **run)
     assert download.returncode == 0, download.stderr
-    result = subprocess.run([sys.executable, "preprocess_data.py", "--data-dir", str(data_dir)], **run)
+    result = subprocess.run([sys.executable, "preprocess_data.py", "--data-dir", str(data_dir), "--verify-images"], **run)
     assert result.returncode == 0, result.stderr
+    assert "verified 1,568 images: every one decodes" in result.stdout
     assert "train             |    60 |     1179" in result.stdout
     assert "gallery challenge |   185 |      185" in result.stdout
     train = pd.read_csv(data_dir / "data_reid" / "train_df.csv")
@@ -153,5 +177,6 @@ def test_preprocess_script_on_the_small_twin(tmp_path):
 
     (data_dir / "data_reid" / "reid_training" / "oops.png").touch()
     failed = subprocess.run([sys.executable, "preprocess_data.py", "--data-dir", str(data_dir)], **run)
-    assert failed.returncode == 1
+    assert failed.returncode == 2
     assert "oops.png: file name does not fit the pattern" in failed.stderr and "Traceback" not in failed.stderr
+    # unreadable images with --verify-images: tests/test_script_errors.py
