@@ -162,7 +162,7 @@ def load_encoder(checkpoint: str | os.PathLike, device: str | torch.device = "au
     instead (a published ``weights_e{n}.pth`` carries no configuration). precision: the evaluation
     precision on GPUs (fp32, bf16 or fp16 autocast; the CPU always computes in fp32).
     flip: flip test-time augmentation; None = as the model was evaluated in training (``flip_test``).
-    A missing, unreadable or foreign checkpoint raises ``InputError`` (``FileNotFoundError`` when absent).
+    A missing checkpoint raises ``FileNotFoundError``, an unreadable or foreign one ``InputError`` naming it.
     """
     torch_device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
@@ -176,17 +176,14 @@ def _load_trained(checkpoint: Path, device: torch.device, **overrides: Any) -> t
     # Until reid.engine.load_encoder takes these overrides and the published checkpoints (issue 9:
     # load_encoder(checkpoint, device, model=..., img_size=..., mean=..., std=...)), they replace the
     # values of the training configuration the checkpoint carries.
+    state = engine.load_checkpoint(checkpoint)  # a missing or unreadable file raises naming it
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if given and isinstance(state.get("config"), dict):
+        state = state | {"config": state["config"] | given}
     try:
-        state = engine.load_checkpoint(checkpoint)
-        given = {name: value for name, value in overrides.items() if value is not None}
-        if given and isinstance(state.get("config"), dict):
-            state = state | {"config": state["config"] | given}
         return engine.load_encoder(state, device)
-    except FileNotFoundError:
-        raise
-    except (ValueError, RuntimeError, KeyError, OSError) as error:  # torch.load's UnpicklingError is a RuntimeError
-        text = " ".join(str(error).split()) or type(error).__name__  # load_state_dict lists keys over many lines
-        raise InputError(f"cannot load the checkpoint {checkpoint}: {text[:300]}{'...' if len(text) > 300 else ''}") from None
+    except ValueError as error:  # InputError included: a loaded dict's errors do not name the file
+        raise InputError(f"{checkpoint}: {error}") from None
 
 
 @dataclass(kw_only=True)
