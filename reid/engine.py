@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from reid.errors import InputError
-from reid.models import Encoder, build_model, is_published_layout, published_encoder_weights
+from reid.models import Encoder, build_model, is_open_clip, is_published_layout, published_encoder_weights
 
 ScheduleName = Literal["polynomial", "cosine", "linear", "constant"]
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -287,6 +287,8 @@ def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | t
     state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     overrides = {key: value for key, value in {"model": model, "img_size": img_size, "mean": mean, "std": std}.items()
                  if value is not None}
+    if not isinstance(state, dict):
+        raise InputError(f"{name} holds a {type(state).__name__}, not a checkpoint (a dict of weights)")
     if isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict):
         config = dict(state["config"]) | overrides
         weights = state["model"]
@@ -296,10 +298,10 @@ def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | t
                              "model: pass --model (e.g. --model eva02_large_patch14_448.mim_m38m_ft_in22k_in1k, "
                              "or open_clip:ViT-L-14:openai)")
         weights, _ = published_encoder_weights(state, model)
-        open_clip_model = model.startswith("open_clip:")
+        open_clip_model = is_open_clip(model)
         config = {"model": model, "remove_proj": "backbone.proj" not in weights,
                   "mean": OPENAI_MEAN if open_clip_model else IMAGENET_MEAN,
-                  "std": OPENAI_STD if open_clip_model else IMAGENET_STD, "published_checkpoint": True} | overrides
+                  "std": OPENAI_STD if open_clip_model else IMAGENET_STD} | overrides
     else:
         keys = ", ".join(map(str, list(state)[:5]))
         raise InputError(f"{name} is not a training checkpoint of this project (entries 'model' and 'config') nor a "

@@ -59,7 +59,8 @@ class Encoder(nn.Module):
     """An image backbone that maps (B, 3, H, W) normalised images to (B, embed_dim) embeddings.
 
     Attributes: ``embed_dim``; ``img_size`` (height, width) the images must have; ``mean`` and ``std``
-    (per channel, for pixel values in [0, 1]) they must be normalised with.
+    (per channel, for pixel values in [0, 1]) they must be normalised with; ``logit_scale``: the
+    tower's own learned InfoNCE log-temperature (open_clip's CLIP) or None (timm).
     """
 
     def __init__(self, backbone: nn.Module, embed_dim: int, img_size: tuple[int, int],
@@ -71,9 +72,7 @@ class Encoder(nn.Module):
         self.img_size = img_size
         self.mean = mean
         self.std = std
-        # The model's own learned InfoNCE log-temperature (open_clip: CLIP's logit_scale, ln 100 for
-        # OpenAI's weights); None for towers without one (timm).
-        self.logit_scale = logit_scale
+        self.logit_scale = logit_scale  # a float, not a parameter: the loss owns the trained one
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) float -> (B, embed_dim) embeddings (not normalised)."""

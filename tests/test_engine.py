@@ -243,6 +243,10 @@ def test_a_published_timm_checkpoint_loads_with_the_published_normalisation(tmp_
         torch.testing.assert_close(encoder(images), source.eval()(images))
     _, overridden = load_encoder(path, model="test_vit", img_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     assert overridden["mean"] == [0.5, 0.5, 0.5]
+    # saved from the DataParallel wrapper itself: keys module.model.*
+    wrapped, _ = load_encoder({f"module.{key}": value for key, value in published_timm_state(source).items()},
+                              model="test_vit", img_size=32)
+    assert torch.equal(wrapped.backbone.pos_embed, source.backbone.pos_embed)
 
 
 def test_a_published_open_clip_checkpoint_loads_its_visual_tower(tmp_path):
