@@ -42,7 +42,7 @@ from reid.prediction import rerank_settings
 
 @dataclass
 class Configuration(EncoderOptions):
-    """Also the fields of reid.inference.EncoderOptions: --flip, --model, --img-size, --mean, --std, --precision,
+    """Also the fields of reid.inference.EncoderOptions: --flip, --model, --img-size, --mean, --std, --eval-precision,
     --batch-size, --num-workers, --device, --verbose."""
 
     checkpoint: Path

@@ -25,9 +25,9 @@ echo "== 2/10 preprocess_data.py: image folders -> train_df.csv, challenge_df.cs
 python preprocess_data.py --data-dir "$DATA"
 
 echo "== 3/10 train_our_post.py: three tiny runs (seeds 1, 2, 3) to fuse later, as the paper fuses three models"
-python train_our_post.py "${TINY[@]}" --seed 1 --run-name tiny_seed1
-python train_our_post.py "${TINY[@]}" --seed 2 --run-name tiny_seed2 --no-zero-shot
-python train_our_post.py "${TINY[@]}" --seed 3 --run-name tiny_seed3 --no-zero-shot
+python train_our_post.py "${TINY[@]}" --seed 1 --run-name tiny_seed1 --zero-shot
+python train_our_post.py "${TINY[@]}" --seed 2 --run-name tiny_seed2
+python train_our_post.py "${TINY[@]}" --seed 3 --run-name tiny_seed3
 
 echo "== 4/10 evaluate.py: test-split scores and a rank list of one run"
 python evaluate.py --checkpoint "$MODELS/tiny_seed1/best.pth" --data-dir "$DATA" --output-dir "$DEMO_DIR/evaluate" \

@@ -3,10 +3,14 @@
     python evaluate.py --checkpoint model/<run>/best.pth
     python evaluate.py --checkpoint model/<run>/best.pth --flip --ranklist-choice hardest --output-dir eval/run
     python evaluate.py --checkpoint model/<run>/last.pth --split test --k1 30 --lambda-value 0.5
+    python evaluate.py --checkpoint weights_e4.pth --model open_clip:ViT-L-14:openai   # a published checkpoint
 
 The checkpoint rebuilds its model from the training configuration it carries and is evaluated on the
 split it was held out on during training (the test split, or fold k when trained with --fold k), with
-its re-ranking settings unless given here, so the numbers match its metrics.csv row. Outputs in
+its re-ranking settings unless given here, so the numbers match its metrics.csv row. A published
+weights_e<n>.pth carries no configuration: --model names its model, and it is evaluated on the test
+split with the published settings (the published evaluate.py used lambda 0.3 for its classic
+re-ranking: --lambda-value 0.3 restores that). Outputs in
 output_dir (default: <checkpoint folder>/evaluate_<checkpoint name>/):
   scores.csv     one row per distance (raw, classic, hard): map, rank1, rank5, rank10, minp (fractions)
   scores.json    the same scores with the checkpoint, epoch, split and settings
@@ -27,7 +31,7 @@ import torch
 
 from reid.config import save_config
 from reid.data import image_paths
-from reid.engine import autocast_dtype, load_checkpoint, load_encoder
+from reid.engine import Precision, autocast_dtype, load_checkpoint, load_encoder
 from reid.errors import InputError, run_script
 from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
 from reid.evaluation import check_finite_features
@@ -39,7 +43,15 @@ from reid.prediction import (choose_queries, held_out_split, query_average_preci
 @dataclass
 class Configuration:
     checkpoint: Path
-    """A checkpoint of a training run (best.pth or last.pth)."""
+    """A checkpoint of a training run (best.pth or last.pth), or a published weights_e<n>.pth (then give --model)."""
+    model: str | None = None
+    """Model of a published weights_e<n>.pth, which does not name it (e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k, open_clip:ViT-L-14:openai); None = the checkpoint's own."""
+    img_size: tuple[int, ...] | None = None
+    """Input size (one int or height and width); None = the checkpoint's (published checkpoints: the model's own)."""
+    mean: tuple[float, float, float] | None = None
+    """Normalisation mean; None = the checkpoint's (published checkpoints: ImageNet's for timm, OpenAI's for open_clip, as published)."""
+    std: tuple[float, float, float] | None = None
+    """Normalisation std; None = the checkpoint's (as for --mean)."""
     data_dir: Path = Path("data")
     """Folder that holds data_reid/ (train_df.csv from preprocess_data.py, images)."""
     output_dir: Path | None = None
@@ -55,7 +67,7 @@ class Configuration:
     k2: int | None = None
     """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the original distance; None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
     dense_rerank_limit: int = 12_000
     """Re-ranking: most images (queries + gallery) for the dense path; above it the sparse one (same numbers, no N x N matrix)."""
     ranklist_queries: int = 6
@@ -72,8 +84,8 @@ class Configuration:
     """Data-loading processes (0 = load in the main process)."""
     device: str = "auto"
     """auto (the first GPU if any, else CPU), cpu, cuda, cuda:1, ..."""
-    mixed_precision: bool = True
-    """On GPUs: bf16 (else fp16) autocast for feature extraction. Ignored on CPU."""
+    eval_precision: Precision = "fp32"
+    """Precision of the feature extraction on GPUs: fp32 (as the published evaluator), bf16 or fp16 autocast. CPU: fp32."""
     verbose: bool = True
     """Progress bars."""
 
@@ -89,10 +101,8 @@ def main(config: Configuration) -> dict[str, float]:
 
     # model, from the configuration saved in the checkpoint
     state = load_checkpoint(config.checkpoint)
-    try:
-        encoder, training = load_encoder(state, device)
-    except InputError as error:  # load_encoder was given the loaded dict: say which file it came from
-        raise InputError(f"{config.checkpoint}: {error}") from None
+    encoder, training = load_encoder(state, device, model=config.model, img_size=config.img_size, mean=config.mean,
+                                     std=config.std, source=config.checkpoint)
     split = config.split or held_out_split(training)
     flip = training.get("flip_test", False) if config.flip is None else config.flip
     settings = rerank_settings(training, config.k1, config.k2, config.lambda_value)
@@ -106,7 +116,7 @@ def main(config: Configuration) -> dict[str, float]:
     # features, in evaluation order: queries then gallery
     features = features_for_frame(encoder, pd.concat([query, gallery], ignore_index=True), config.data_dir, device,
                                   batch_size=config.batch_size, num_workers=config.num_workers, flip=flip,
-                                  amp_dtype=autocast_dtype(device, config.mixed_precision), verbose=config.verbose)
+                                  amp_dtype=autocast_dtype(device, config.eval_precision), verbose=config.verbose)
     check_finite_features(features, config.checkpoint)
     on_device = torch.from_numpy(features).to(device) if device.type == "cuda" else features
 

@@ -3,8 +3,11 @@
     python predict.py --checkpoint model/<run>/best.pth
     python predict.py --checkpoint model/eva/best.pth model/eva02/best.pth model/beit/best.pth --flip
     python predict.py --checkpoint model/<run>/best.pth --splits challenge --distances hard --device cuda
+    python predict.py --checkpoint weights_e7.pth --model eva02_large_patch14_448.mim_m38m_ft_in22k_in1k   # published weights
 
-Each checkpoint rebuilds its model from the training configuration it carries. Outputs in output_dir
+Each checkpoint rebuilds its model from the training configuration it carries; a published
+weights_e<n>.pth carries none, so --model names it (image size: the model's own; normalisation:
+ImageNet's for timm, OpenAI's for open_clip, as the published scripts). Outputs in output_dir
 (default outputs/predictions):
   <model>/features_<split>.npz     features + ids in evaluation order (keys: see reid/features.py)
   <model>/<split>_<distance>.csv   distance matrix in the submission format (test: player ids,
@@ -27,7 +30,7 @@ import pandas as pd
 import torch
 
 from reid.config import save_config
-from reid.engine import autocast_dtype, load_encoder
+from reid.engine import Precision, autocast_dtype, load_encoder
 from reid.errors import InputError, run_script
 from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
 from reid.evaluation import check_finite_features
@@ -41,7 +44,15 @@ ENSEMBLE = "ensemble"  # the output folder of the models' mean
 @dataclass
 class Configuration:
     checkpoint: list[Path]
-    """One checkpoint (best.pth or last.pth of a training run) or several (their matrices are also averaged)."""
+    """One checkpoint (best.pth or last.pth of a training run, or a published weights_e<n>.pth) or several (their matrices are also averaged)."""
+    model: list[str] | None = None
+    """Model of each published weights_e<n>.pth, which does not name it (one name for all, or one per checkpoint), e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k; None = each checkpoint's own."""
+    img_size: tuple[int, ...] | None = None
+    """Input size (one int or height and width) for every checkpoint; None = each checkpoint's (published checkpoints: the model's own)."""
+    mean: tuple[float, float, float] | None = None
+    """Normalisation mean for every checkpoint; None = each checkpoint's (published checkpoints: ImageNet's for timm, OpenAI's for open_clip)."""
+    std: tuple[float, float, float] | None = None
+    """Normalisation std for every checkpoint; None = each checkpoint's (as for --mean)."""
     data_dir: Path = Path("data")
     """Folder that holds data_reid/ (train_df.csv and challenge_df.csv from preprocess_data.py, images)."""
     output_dir: Path = Path("outputs/predictions")
@@ -61,7 +72,7 @@ class Configuration:
     k2: int | None = None
     """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the original distance; None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
     dense_rerank_limit: int = 12_000
     """Re-ranking: most images (queries + gallery) for the dense path; above it the sparse one (same numbers, no N x N matrix)."""
     save_features: bool = True
@@ -72,8 +83,8 @@ class Configuration:
     """Data-loading processes (0 = load in the main process)."""
     device: str = "auto"
     """auto (the first GPU if any, else CPU), cpu, cuda, cuda:1, ..."""
-    mixed_precision: bool = True
-    """On GPUs: bf16 (else fp16) autocast for feature extraction. Ignored on CPU."""
+    eval_precision: Precision = "fp32"
+    """Precision of the feature extraction on GPUs: fp32 (as the published evaluator), bf16 or fp16 autocast. CPU: fp32."""
     verbose: bool = True
     """Progress bars."""
 
@@ -83,6 +94,11 @@ def main(config: Configuration) -> None:
     if len(names) != len(config.checkpoint) or len(set(names)) != len(names) or ENSEMBLE in names:
         raise InputError(f"need one distinct name per checkpoint, other than {ENSEMBLE!r}; got names {names} "
                          f"for {len(config.checkpoint)} checkpoint(s)")
+    models = config.model or [None]
+    if len(models) not in (1, len(config.checkpoint)):
+        raise InputError(f"--model: give one name for all checkpoints or one per checkpoint; got {len(models)} names "
+                         f"for {len(config.checkpoint)} checkpoints")
+    models = models * len(config.checkpoint) if len(models) == 1 else models
     missing = [str(path) for path in config.checkpoint if not path.is_file()]
     if missing:  # before any work: a typo in the last of several checkpoints should not wait for the others
         raise FileNotFoundError(f"checkpoint(s) not found: {', '.join(missing)}")
@@ -92,9 +108,10 @@ def main(config: Configuration) -> None:
 
     collected: dict[tuple[str, str], list] = defaultdict(list)  # (split, distance) -> one DistanceMatrix per model
     scores: dict[str, dict[str, float]] = {}
-    for checkpoint, name in zip(config.checkpoint, names):
-        # model, from the configuration saved in the checkpoint
-        encoder, training = load_encoder(checkpoint, device)
+    for checkpoint, name, model in zip(config.checkpoint, names, models):
+        # model, from the configuration saved in the checkpoint (or --model for a published one)
+        encoder, training = load_encoder(checkpoint, device, model=model, img_size=config.img_size, mean=config.mean,
+                                         std=config.std)
         settings = rerank_settings(training, config.k1, config.k2, config.lambda_value)
         print(f"== {name}: {checkpoint} ({training.get('model')}, image size {tuple(encoder.img_size)}, "
               f"re-ranking k1={settings['k1']} k2={settings['k2']} lambda={settings['lambda_value']})")
@@ -103,7 +120,7 @@ def main(config: Configuration) -> None:
             rows = pd.concat([query, gallery], ignore_index=True)
             features = features_for_frame(encoder, rows, config.data_dir, device, batch_size=config.batch_size,
                                           num_workers=config.num_workers, flip=config.flip,
-                                          amp_dtype=autocast_dtype(device, config.mixed_precision), verbose=config.verbose)
+                                          amp_dtype=autocast_dtype(device, config.eval_precision), verbose=config.verbose)
             check_finite_features(features, checkpoint)
             if config.save_features:
                 FeatureSet.from_frame(rows, features, split, checkpoint, config.flip).save(

@@ -34,7 +34,7 @@ from reid.ranking import DISTANCE_OF, RerankName, ranked_table, settings_for_siz
 
 @dataclass
 class Configuration(EncoderOptions):
-    """Also the fields of reid.inference.EncoderOptions: --flip, --model, --img-size, --mean, --std, --precision,
+    """Also the fields of reid.inference.EncoderOptions: --flip, --model, --img-size, --mean, --std, --eval-precision,
     --batch-size, --num-workers, --device, --verbose."""
 
     checkpoint: Path

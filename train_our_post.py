@@ -19,7 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from reid.engine import ScheduleName
+from reid.data import PackingName
+from reid.engine import Precision, ScheduleName
 from reid.errors import run_script
 from reid.losses import LossName
 from reid.training import parse_training_config, run
@@ -66,12 +67,18 @@ class Configuration:
     """Label smoothing of the cross-entropies (InfoNCE and ID)."""
     triplet_margin: float = 0.3
     """Margin of the triplet loss (Euclidean distance between L2-normalised embeddings)."""
+    logit_scale_init: float | Literal["model"] = "model"
+    """Initial InfoNCE log-temperature: model = the encoder's own (open_clip: CLIP's learned one, ln 100 for OpenAI's; timm: ln(1/0.07)), as published; or a number."""
 
     # ---- optimisation
     epochs: int = 8
     """Epochs to train."""
     batch_size: int = 32
-    """Pairs per batch and per process (the global batch is batch_size x number of GPUs; all distinct players)."""
+    """Pairs per batch, all distinct players: per GPU (the global batch is batch_size x GPUs), or in all with --batch-scope total."""
+    batch_scope: Literal["per_gpu", "total"] = "per_gpu"
+    """per_gpu: batch_size pairs on every GPU; total: batch_size pairs per step split over the GPUs (the published DataParallel script)."""
+    batch_packing: PackingName = "requeue"
+    """Filling batches of distinct players: requeue (published: a repeated player goes to the back of the queue) or carry (it waits for the next batch; fewer images left out at large batches)."""
     lr: float = 4e-5
     """Peak learning rate of AdamW (4e-5 for ViTs, 4e-4 for CNNs)."""
     weight_decay: float = 0.01
@@ -86,14 +93,18 @@ class Configuration:
     """Clip the gradients' L2 norm to this value; None = no clipping."""
     gradient_accumulation: int = 1
     """Batches per optimiser step (InfoNCE negatives still come from one batch)."""
-    mixed_precision: bool = True
-    """On GPUs: bf16 autocast where supported, else fp16 with a gradient scaler. Ignored on CPU."""
+    mixed_precision: Precision = "bf16"
+    """Training precision on GPUs: bf16 autocast (fp16 + gradient scaler on GPUs without bf16); fp16 = the published recipe (fp16 autocast, gradient scaler, loss under autocast); fp32 = no autocast. CPU: fp32."""
+    fast_kernels: bool = False
+    """GPUs: autotuned cuDNN kernels and TF32 matmuls (faster, not bit-reproducible); off = the published run's deterministic cuDNN and fp32 matmuls."""
     seed: int = 1
     """Seed of the data order, augmentations and initialisation (each process adds its rank)."""
 
     # ---- evaluation (on the held-out split, before training and after every epoch)
-    zero_shot: bool = True
-    """Evaluate before the first epoch (row epoch 0 of metrics.csv)."""
+    zero_shot: bool = False
+    """Evaluate before the first epoch (row epoch 0 of metrics.csv); off by default, as published."""
+    eval_precision: Precision = "fp32"
+    """Precision of the feature extraction on GPUs: fp32 (as the published evaluator), bf16 or fp16 autocast."""
     rerank: bool = True
     """Also score the classic and the hard-weight k-reciprocal re-ranking."""
     k1: int = 20

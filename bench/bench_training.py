@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from reid.config import parse  # noqa: E402
-from reid.engine import PairModel, autocast_dtype, build_scheduler, make_grad_scaler, train_one_epoch  # noqa: E402
+from reid.engine import PairModel, Precision, autocast_dtype, build_scheduler, make_grad_scaler, train_one_epoch  # noqa: E402
 from reid.losses import ReidLoss  # noqa: E402
 from reid.models import build_model  # noqa: E402
 
@@ -41,8 +41,8 @@ class Configuration:
     """Timed optimiser steps (after 3 warm-up steps)."""
     loss: str = "infonce"
     """Loss terms."""
-    mixed_precision: bool = True
-    """bf16/fp16 autocast on GPUs."""
+    mixed_precision: Precision = "bf16"
+    """Training precision on GPUs: bf16 (fp16 where unsupported), fp16 (the published recipe) or fp32."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass."""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,7 +54,8 @@ def main(config: Configuration) -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     encoder = build_model({"model": config.model, "img_size": config.img_size, "grad_checkpointing": config.grad_checkpointing})
-    model = PairModel(encoder, ReidLoss(config.loss, encoder.embed_dim, num_classes=config.batch_size)).to(device)
+    model = PairModel(encoder, ReidLoss(config.loss, encoder.embed_dim, num_classes=config.batch_size),
+                      loss_under_autocast=config.mixed_precision == "fp16").to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     scheduler = build_scheduler(optimizer, "constant", warmup_steps=0, total_steps=config.steps)
     amp_dtype = autocast_dtype(device, config.mixed_precision)

@@ -25,9 +25,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from reid.errors import InputError, RunFailure
-from reid.models import Encoder, build_model
+from reid.models import Encoder, build_model, is_open_clip, is_published_layout, published_encoder_weights
 
 ScheduleName = Literal["polynomial", "cosine", "linear", "constant"]
+Precision = Literal["bf16", "fp16", "fp32"]
+PRECISIONS: tuple[Precision, ...] = ("bf16", "fp16", "fp32")
+# The normalisation the published scripts gave every timm model (ImageNet) and every open_clip one (OpenAI).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
 class NonFiniteError(RunFailure):
@@ -52,16 +57,24 @@ class AverageMeter:
 
 class PairModel(nn.Module):
     """Encoder + loss in one module, so that DDP synchronises the loss's own parameters too
-    (temperature, classifier). ``forward(query, gallery, labels)`` -> (loss, {term: value})."""
+    (temperature, classifier). ``forward(query, gallery, labels)`` -> (loss, {term: value}).
 
-    def __init__(self, encoder: Encoder, criterion: nn.Module) -> None:
+    loss_under_autocast: compute the loss inside the caller's autocast, as the published fp16 recipe
+    did (its logits matmul runs in fp16); False = the loss in float32 whatever the autocast.
+    """
+
+    def __init__(self, encoder: Encoder, criterion: nn.Module, loss_under_autocast: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.criterion = criterion
+        self.loss_under_autocast = loss_under_autocast
 
     def forward(self, query: torch.Tensor, gallery: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         # One pass over both halves: BatchNorm statistics see the whole batch.
         embeddings = self.encoder(torch.cat([query, gallery]))  # (2B, D)
+        if self.loss_under_autocast:
+            query_emb, gallery_emb = embeddings.chunk(2)  # (B, D) each
+            return self.criterion(query_emb, gallery_emb, labels)
         query_emb, gallery_emb = embeddings.float().chunk(2)  # (B, D) each
         # The loss in float32 even under mixed precision: bf16 logits lose the small differences.
         with torch.autocast(embeddings.device.type, enabled=False):
@@ -93,6 +106,15 @@ def lr_factor(step: int, schedule: ScheduleName, warmup_steps: int, total_steps:
     raise ValueError(f"unknown schedule {schedule!r}; expected polynomial, cosine, linear or constant")
 
 
+def schedule_steps(batches_per_epoch: int, epochs: int, warmup_epochs: float,
+                   gradient_accumulation: int = 1) -> tuple[int, int]:
+    """(warm-up steps, total steps) of the schedule, in optimiser steps, rounded down as the published
+    trainer does (``int(batches * epochs / accumulation)``; the warm-up likewise, over optimiser steps)."""
+    total = int(batches_per_epoch * epochs / gradient_accumulation)
+    warmup = int(batches_per_epoch * warmup_epochs / gradient_accumulation)
+    return warmup, max(1, total)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleName, warmup_steps: int, total_steps: int,
                     lr_end: float = 1e-5) -> torch.optim.lr_scheduler.LambdaLR:
     """torch's LambdaLR over ``lr_factor``; step it once per optimiser step. lr_end: final lr (polynomial)."""
@@ -104,11 +126,30 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleName, wa
 
 # ---------------------------------------------------------------- mixed precision
 
-def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """bf16 on GPUs that support it, else fp16; None (full precision) on CPU or when disabled."""
-    if not enabled or device.type != "cuda":
+def autocast_dtype(device: torch.device, precision: Precision = "bf16") -> torch.dtype | None:
+    """The autocast dtype of a precision name on ``device``; None = no autocast (full float32).
+
+    ``fp32`` -> None; ``fp16`` -> float16; ``bf16`` -> bfloat16 on GPUs that support it, float16 on
+    older GPUs (which then need the gradient scaler). On the CPU always None: CPU autocast is slow.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp32" or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "bf16" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def describe_precision(device: torch.device, precision: Precision) -> str:
+    """What ``precision`` means on ``device``, for logs: e.g. ``bf16 autocast``, ``fp16 autocast + gradient
+    scaler (bf16 asked, this GPU has no bf16)``, ``fp32 (no autocast on the CPU)``."""
+    dtype = autocast_dtype(device, precision)
+    if dtype is None:
+        return "fp32" + (f" ({precision} asked: no autocast on the {device.type.upper()})" if precision != "fp32" else "")
+    if dtype == torch.bfloat16:
+        return "bf16 autocast"
+    return "fp16 autocast + gradient scaler" + (" (bf16 asked, this GPU has no bf16)" if precision == "bf16" else "")
 
 
 def make_grad_scaler(amp_dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
@@ -313,31 +354,67 @@ def _load_problem(error: BaseException) -> str:
     return "not a PyTorch checkpoint: truncated, or a file of another kind"
 
 
-def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu") -> tuple[Encoder, dict[str, Any]]:
-    """Rebuild a trained encoder from a checkpoint (a path or an already loaded dict).
+def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu",
+                 model: str | None = None, img_size: tuple[int, ...] | int | None = None,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 source: str | os.PathLike | None = None) -> tuple[Encoder, dict[str, Any]]:
+    """Rebuild a trained encoder from a checkpoint (a path or an already loaded dict; ``source``: the
+    file a loaded dict came from, named in error messages).
 
-    The architecture, image size and normalisation come from the training configuration saved in
-    the checkpoint; no pretrained weights are fetched. Returns (encoder in eval mode on ``device``,
-    that configuration as a plain dict).
+    Two layouts: this project's (``{"model": state dict, "config": training configuration, ...}``:
+    architecture, image size and normalisation come from the saved configuration) and the published
+    code's ``weights_e{n}.pth`` (a plain state dict with keys ``model.*``), which does not say its
+    model: ``model`` is then required, the image size is the model's own and the normalisation the
+    one the published scripts used (ImageNet for timm, OpenAI's for open_clip). ``model``,
+    ``img_size``, ``mean`` and ``std`` override the checkpoint's values when given. No pretrained
+    weights are fetched. Returns (encoder in eval mode on ``device``, the configuration as a plain
+    dict). A file of neither layout, or weights that do not fit the model, raise ``InputError``
+    naming the first mismatching keys.
     """
+    name = str(source or ("checkpoint" if isinstance(checkpoint, dict) else checkpoint))
     state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    where = "" if isinstance(checkpoint, dict) else f"{checkpoint}: "  # a loaded dict: the caller names its file
-    if "model" not in state or "config" not in state:
-        raise InputError(f"{where}not a training checkpoint of this project (no 'model' or 'config' entry)")
-    config = dict(state["config"])
-    encoder = build_model(config | {"pretrained": False, "pretrained_file": None, "grad_checkpointing": False})
-    expected, found = set(encoder.state_dict()), set(state["model"])
-    if expected != found:  # another architecture than the configuration says
-        missing, unexpected = sorted(expected - found), sorted(found - expected)
-        raise InputError(f"{where}its weights do not fit {config.get('model')!r}, the model its configuration names: "
-                         f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    overrides = {key: value for key, value in {"model": model, "img_size": img_size, "mean": mean, "std": std}.items()
+                 if value is not None}
+    if isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict):
+        config = dict(state["config"]) | overrides
+        weights = state["model"]
+    elif is_published_layout(state):
+        if model is None:
+            raise InputError(f"{name} is a checkpoint of the published code (keys model.*), which does not name its "
+                             "model: pass --model (e.g. --model eva02_large_patch14_448.mim_m38m_ft_in22k_in1k, "
+                             "or open_clip:ViT-L-14:openai)")
+        weights, _ = published_encoder_weights(state, model)
+        open_clip_model = is_open_clip(model)
+        config = {"model": model, "remove_proj": "backbone.proj" not in weights,
+                  "mean": OPENAI_MEAN if open_clip_model else IMAGENET_MEAN,
+                  "std": OPENAI_STD if open_clip_model else IMAGENET_STD} | overrides
+    else:
+        keys = ", ".join(map(str, list(state)[:5]))
+        raise InputError(f"{name}: not a training checkpoint of this project (entries 'model' and 'config') nor a "
+                         f"published weights_e<n>.pth (keys 'model.*'); its first keys: {keys}")
     try:
-        encoder.load_state_dict(state["model"])
-    except RuntimeError as error:  # the same names, other shapes
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise InputError(f"{where}its weights do not fit {config.get('model')!r}, the model its configuration names: "
-                         f"{lines[-1][:200]}") from None
+        encoder = build_model(config | {"pretrained": False, "pretrained_file": None, "grad_checkpointing": False})
+    except InputError as error:  # e.g. a model name this timm does not know: say which checkpoint names it
+        raise InputError(f"{name}: {error}") from None
+    _load_weights(encoder, weights, name, config["model"])
+    config |= {"img_size": list(encoder.img_size), "mean": list(encoder.mean), "std": list(encoder.std)}
     return encoder.to(device).eval(), config
+
+
+def _load_weights(encoder: Encoder, weights: dict[str, torch.Tensor], name: str, model: str) -> None:
+    """``encoder.load_state_dict(weights)``, a mismatch told in two lines with the first keys that differ."""
+    expected = encoder.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    reshaped = [f"{key} {tuple(weights[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
+                if key in weights and weights[key].shape != value.shape]
+    if missing or unexpected or reshaped:
+        first = lambda keys: ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")  # noqa: E731
+        problems = [f"{label}: {first(keys)}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("other shape (file vs model)", reshaped)) if keys]
+        raise InputError(f"{name} does not fit {model} ({'; '.join(problems)}); check --model (and --img-size for "
+                         "position embeddings)")
+    encoder.load_state_dict(weights)
 
 
 def rng_state() -> dict[str, Any]:

@@ -97,8 +97,31 @@ def evaluate_features(query_feats: ArrayLike, gallery_feats: ArrayLike, query_id
     names = DISTANCES if rerank_distances else ("raw",)
     matrices = distance_matrices(query_feats, gallery_feats, names, k1=k1, k2=k2, lambda_value=lambda_value,
                                  dense_threshold=dense_threshold)
-    scores = score_matrices(matrices, query_ids, gallery_ids)
+    return complete_scores(score_matrices(matrices, query_ids, gallery_ids))
+
+
+def complete_scores(scores: dict[str, float]) -> dict[str, float]:
+    """Every ``<score>_<distance>`` key in the order of ``metrics.csv``; distances not computed are NaN."""
     return {f"{score}_{name}": scores.get(f"{score}_{name}", math.nan) for score in SCORES for name in DISTANCES}
+
+
+def cmc_table(matrices: dict[str, np.ndarray], query_ids: np.ndarray, gallery_ids: np.ndarray,
+              ranks: Sequence[int] = (1, 5, 10)) -> str:
+    """The CMC scores the published training log printed for each matrix: allshots, cuhk03 and
+    market1501 at ``ranks``, in percent. cuhk03 draws one gallery image per identity (10 repeats)
+    from ``np.random.RandomState(0)``, so the table is the same for the same matrix."""
+    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
+    query_cams = np.zeros(len(query_ids), dtype=np.int64)
+    gallery_cams = np.ones(len(gallery_ids), dtype=np.int64)
+    lines = [f"{'CMC':10}{'':6}" + "".join(f"{name:>12}" for name in metrics.CMC_CONFIGS)]
+    for distance, values in matrices.items():
+        curves = metrics.evaluate(values, query_ids, gallery_ids, query_cams, gallery_cams, topk=max(ranks),
+                                  rng=np.random.RandomState(0)).cmc
+        for rank in ranks:
+            position = min(rank, len(gallery_ids)) - 1
+            lines.append(f"{distance if rank == ranks[0] else '':10}top-{rank:<2}"
+                         + "".join(f"{100 * curves[name][position]:12.2f}" for name in metrics.CMC_CONFIGS))
+    return "\n".join(lines)
 
 
 def features_for_frame(encoder: Encoder, df: pd.DataFrame, data_dir: str | Path, device: torch.device,

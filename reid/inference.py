@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from reid import engine
+from reid.engine import PRECISIONS, Precision
 from reid.crops import ImageInput, read_crop
 from reid.errors import InputError
 from reid.images import ImageReadError
@@ -38,20 +39,7 @@ from reid.models import Encoder
 from reid.prediction import resolve_device
 from reid.transforms import eval_transform
 
-Precision = Literal["fp32", "bf16", "fp16"]
 DISTANCE = "squared_euclidean"  # what the features are meant for (DESIGN: features L2-normalised, squared Euclidean)
-
-
-def autocast_for(device: torch.device, precision: Precision) -> torch.dtype | None:
-    """The autocast dtype of an evaluation precision: None (full fp32) for fp32 and on the CPU.
-
-    Stands in for ``reid.engine.autocast_dtype(device, precision)`` of the fidelity work (issue 9),
-    which replaces it at merge."""
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise InputError(f"precision {precision!r}: expected fp32, bf16 or fp16")
-    if precision == "fp32" or device.type != "cuda":
-        return None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 class Preprocess:
@@ -101,7 +89,8 @@ class ReidEncoder:
 
     def __init__(self, module: Encoder, config: dict[str, Any], device: torch.device, precision: Precision = "fp32",
                  flip: bool = False, checkpoint: Path | None = None) -> None:
-        autocast_for(device, precision)  # checks the name
+        if precision not in PRECISIONS:
+            raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.module = module.eval()
         self.config = config
         self.device = device
@@ -139,7 +128,7 @@ class ReidEncoder:
         loader = DataLoader(_CropDataset(items, self.preprocess), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
         return engine.extract_features(self.module, _Checked(loader), self.device, flip=self.flip if flip is None else flip,
-                                       amp_dtype=autocast_for(self.device, self.precision), verbose=verbose)
+                                       amp_dtype=engine.autocast_dtype(self.device, self.precision), verbose=verbose)
 
     __call__ = embed
 
@@ -159,31 +148,18 @@ def load_encoder(checkpoint: str | os.PathLike, device: str | torch.device = "au
 
     device: ``auto`` (the first GPU when there is one, else the CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
     model, img_size, mean, std: None = as the checkpoint's configuration says; given = that value
-    instead (a published ``weights_e{n}.pth`` carries no configuration). precision: the evaluation
-    precision on GPUs (fp32, bf16 or fp16 autocast; the CPU always computes in fp32).
+    instead (``reid.engine.load_encoder``: a published ``weights_e{n}.pth`` carries no configuration
+    and needs ``model``). precision: the evaluation precision on GPUs (fp32, bf16 or fp16 autocast,
+    ``reid.engine.autocast_dtype``; the CPU always computes in fp32).
     flip: flip test-time augmentation; None = as the model was evaluated in training (``flip_test``).
     A missing checkpoint raises ``FileNotFoundError``, an unreadable or foreign one ``InputError`` naming it.
     """
     torch_device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device}: no GPU is visible here; use cpu or auto")
-    module, config = _load_trained(Path(checkpoint), torch_device, model=model, img_size=img_size, mean=mean, std=std)
+    module, config = engine.load_encoder(checkpoint, torch_device, model=model, img_size=img_size, mean=mean, std=std)
     return ReidEncoder(module, config, torch_device, precision=precision,
                        flip=bool(config.get("flip_test", False)) if flip is None else flip, checkpoint=Path(checkpoint))
-
-
-def _load_trained(checkpoint: Path, device: torch.device, **overrides: Any) -> tuple[Encoder, dict[str, Any]]:
-    # Until reid.engine.load_encoder takes these overrides and the published checkpoints (issue 9:
-    # load_encoder(checkpoint, device, model=..., img_size=..., mean=..., std=...)), they replace the
-    # values of the training configuration the checkpoint carries.
-    state = engine.load_checkpoint(checkpoint)  # a missing or unreadable file raises naming it
-    given = {name: value for name, value in overrides.items() if value is not None}
-    if given and isinstance(state.get("config"), dict):
-        state = state | {"config": state["config"] | given}
-    try:
-        return engine.load_encoder(state, device)
-    except ValueError as error:  # InputError included: a loaded dict's errors do not name the file
-        raise InputError(f"{checkpoint}: {error}") from None
 
 
 @dataclass(kw_only=True)
@@ -201,8 +177,8 @@ class EncoderOptions:
     """Per-channel normalisation mean; None = the checkpoint's."""
     std: tuple[float, float, float] | None = None
     """Per-channel normalisation std; None = the checkpoint's."""
-    precision: Precision = "fp32"
-    """Feature precision on GPUs: fp32, or bf16 / fp16 autocast (faster, slightly different features)."""
+    eval_precision: Precision = "fp32"
+    """Feature precision on GPUs: fp32 (as the published evaluator), or bf16 / fp16 autocast (faster, slightly different features)."""
     batch_size: int = 64
     """Crops per batch when extracting features."""
     num_workers: int = 2
@@ -215,7 +191,7 @@ class EncoderOptions:
     def load_encoder(self, checkpoint: str | os.PathLike) -> ReidEncoder:
         """``load_encoder`` with these options."""
         return load_encoder(checkpoint, self.device, model=self.model, img_size=self.img_size, mean=self.mean,
-                            std=self.std, precision=self.precision, flip=self.flip)
+                            std=self.std, precision=self.eval_precision, flip=self.flip)
 
     @property
     def embed_options(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from reid.distributed import gather_features
 
 LossName = Literal["infonce", "id", "triplet", "infonce+id", "infonce+triplet", "id+triplet", "infonce+id+triplet"]
 LOSS_TERMS = ("infonce", "id", "triplet")
+# The published TimmModel's initial log-temperature (CLIP's initialisation): logits = 14.3 * cosine.
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
 
 
@@ -76,11 +77,14 @@ class ReidLoss(nn.Module):
     """A sum of loss terms chosen by name (``"infonce"``, ``"id+triplet"``, ...) with their parameters.
 
     Holds the learnable temperature (InfoNCE) and the classifier head (ID loss), so that they are
-    trained, saved and (under DDP) synchronised together with the encoder.
+    trained, saved and (under DDP) synchronised together with the encoder. ``logit_scale_init``: the
+    initial log-temperature (``INITIAL_LOGIT_SCALE`` = ln(1/0.07); a CLIP tower's own learned value
+    to continue from it, as the published OpenClipModel did).
     """
 
     def __init__(self, name: str, embed_dim: int, num_classes: int = 0, label_smoothing: float = 0.1,
-                 triplet_margin: float = 0.3, rank: int = 0, world_size: int = 1) -> None:
+                 triplet_margin: float = 0.3, rank: int = 0, world_size: int = 1,
+                 logit_scale_init: float = INITIAL_LOGIT_SCALE) -> None:
         super().__init__()
         self.terms = parse_loss_name(name)
         self.label_smoothing = label_smoothing
@@ -88,7 +92,7 @@ class ReidLoss(nn.Module):
         self.rank = rank
         self.world_size = world_size
         if "infonce" in self.terms:
-            self.logit_scale = nn.Parameter(torch.tensor(INITIAL_LOGIT_SCALE))
+            self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         if "id" in self.terms:
             if num_classes < 2:
                 raise ValueError(f"the id loss needs at least 2 training players, got {num_classes}")

@@ -11,6 +11,13 @@
 - ``mean`` / ``std``: None (the model's own normalisation) or three floats;
 - ``remove_proj`` (open_clip ViTs): drop the final projection, the embedding is the tower's width;
 - ``grad_checkpointing``: trade compute for memory (timm and open_clip transformers).
+
+open_clip towers take the activation their pretrained tag was trained with (QuickGELU for OpenAI's
+CLIP weights, as the published code's open_clip 2.20 built them), with or without the weights.
+
+The published code saved ``weights_e{n}.pth``: the state dict of its ``TimmModel`` (keys ``model.<timm
+key>``) or ``OpenClipModel`` (keys ``model.visual.<tower key>``), both with ``model.logit_scale``.
+``published_encoder_weights`` maps such a file onto an ``Encoder``'s keys.
 """
 
 from __future__ import annotations
@@ -55,17 +62,20 @@ class Encoder(nn.Module):
     """An image backbone that maps (B, 3, H, W) normalised images to (B, embed_dim) embeddings.
 
     Attributes: ``embed_dim``; ``img_size`` (height, width) the images must have; ``mean`` and ``std``
-    (per channel, for pixel values in [0, 1]) they must be normalised with.
+    (per channel, for pixel values in [0, 1]) they must be normalised with; ``logit_scale``: the
+    tower's own learned InfoNCE log-temperature (open_clip's CLIP) or None (timm).
     """
 
     def __init__(self, backbone: nn.Module, embed_dim: int, img_size: tuple[int, int],
-                 mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+                 mean: tuple[float, float, float], std: tuple[float, float, float],
+                 logit_scale: float | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.embed_dim = embed_dim
         self.img_size = img_size
         self.mean = mean
         self.std = std
+        self.logit_scale = logit_scale  # a float, not a parameter: the loss owns the trained one
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) float -> (B, embed_dim) embeddings (not normalised)."""
@@ -154,14 +164,16 @@ def _build_open_clip(spec: ModelSpec) -> Encoder:
     name, tag = parts
     img_size = normalize_img_size(spec.img_size)
     kwargs: dict[str, Any] = {"force_image_size": img_size} if img_size is not None else {}
+    # The tag decides the activation, whether the weights come from the hub, a file or nowhere:
+    # open_clip >= 2.21 builds "ViT-L-14" with GELU even for OpenAI's QuickGELU weights.
+    if uses_quick_gelu(name, tag):
+        kwargs["force_quick_gelu"] = True
     pretrained = None
     if spec.pretrained:
         pretrained = str(spec.pretrained_file) if spec.pretrained_file is not None else tag
-        # A weights file does not say which activation it was trained with (OpenAI's use QuickGELU).
-        if spec.pretrained_file is not None and open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False):
-            kwargs["force_quick_gelu"] = True
     clip = open_clip.create_model(name, pretrained=pretrained, **kwargs)
     visual = clip.visual
+    logit_scale = float(clip.logit_scale.detach()) if isinstance(getattr(clip, "logit_scale", None), torch.Tensor) else None
     del clip  # the text tower is not needed
     if spec.remove_proj and getattr(visual, "proj", None) is not None and "ViT" in name:
         visual.proj = None
@@ -171,7 +183,61 @@ def _build_open_clip(spec: ModelSpec) -> Encoder:
     preprocess = getattr(visual, "preprocess_cfg", {}) or {}
     return Encoder(visual, embed_dim=embed_dim, img_size=img_size or _pair(visual.image_size),
                    mean=_triple(spec.mean, "mean") or tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-                   std=_triple(spec.std, "std") or tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)))
+                   std=_triple(spec.std, "std") or tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
+                   logit_scale=logit_scale)
+
+
+def uses_quick_gelu(name: str, tag: str) -> bool:
+    """Whether open_clip's pretrained tag ``tag`` of model ``name`` was trained with QuickGELU (e.g. ``openai``)."""
+    import open_clip
+
+    return bool(open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False))
+
+
+def is_open_clip(model: str) -> bool:
+    """Whether a model name is an open_clip one (``open_clip:<name>:<tag>``) rather than a timm one."""
+    return model.startswith(OPEN_CLIP_PREFIX)
+
+
+# ---------------------------------------------------------------- the published checkpoint layout
+
+PUBLISHED_PREFIX = "model."
+PUBLISHED_OPEN_CLIP_PREFIX = "model.visual."
+PUBLISHED_LOGIT_SCALE = "model.logit_scale"
+
+
+def is_published_layout(state: Mapping[str, Any]) -> bool:
+    """Whether a loaded file is a published ``weights_e{n}.pth``: a flat state dict of tensors whose keys
+    all start with ``model.`` (or ``module.model.``, saved from DataParallel)."""
+    keys = [_strip_data_parallel(key) for key in state]
+    return bool(keys) and all(isinstance(key, str) and key.startswith(PUBLISHED_PREFIX) for key in keys) and all(
+        isinstance(value, torch.Tensor) for value in state.values())
+
+
+def published_encoder_weights(state: Mapping[str, torch.Tensor], model: str) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """A published state dict -> (the ``Encoder`` state dict, the learned logit scale or None).
+
+    timm (``TimmModel``): ``model.<key>`` -> ``backbone.<key>``; open_clip (``OpenClipModel``, text tower
+    deleted): ``model.visual.<key>`` -> ``backbone.<key>``. ``model.logit_scale`` is the loss's
+    temperature, not part of the encoder. Keys of neither form are kept unmapped so that loading
+    reports them as unexpected.
+    """
+    prefix = PUBLISHED_OPEN_CLIP_PREFIX if is_open_clip(model) else PUBLISHED_PREFIX
+    weights: dict[str, torch.Tensor] = {}
+    logit_scale = None
+    for key, value in state.items():
+        key = _strip_data_parallel(key)
+        if key == PUBLISHED_LOGIT_SCALE:
+            logit_scale = value
+        elif key.startswith(prefix):
+            weights["backbone." + key[len(prefix):]] = value
+        else:
+            weights[key] = value
+    return weights, logit_scale
+
+
+def _strip_data_parallel(key: Any) -> Any:
+    return key[len("module."):] if isinstance(key, str) and key.startswith("module.") else key
 
 
 def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:

@@ -40,11 +40,13 @@ from torch.utils.data import DataLoader
 from reid.config import ConfigError, config_from_dict, config_to_dict, parse, save_config
 from reid.data import PairDataset, UniquePlayerBatchSampler, image_paths, load_train_frame, player_labels, query_gallery, split_train_test
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
-from reid.engine import (NonFiniteError, PairModel, autocast_dtype, build_scheduler, load_checkpoint, make_grad_scaler,
-                         non_finite_tensors, rng_state, save_checkpoint, set_rng_state, train_one_epoch)
+from reid.engine import (NonFiniteError, PairModel, autocast_dtype, build_scheduler, describe_precision,
+                         load_checkpoint, make_grad_scaler, non_finite_tensors, rng_state, save_checkpoint, schedule_steps,
+                         set_rng_state, train_one_epoch)
 from reid.errors import InputError, RunFailure, message
-from reid.evaluation import evaluate_features, features_for_frame, format_scores
-from reid.losses import ReidLoss
+from reid.evaluation import (DISTANCES, cmc_table, complete_scores, distance_matrices, features_for_frame,
+                             format_scores, score_matrices)
+from reid.losses import INITIAL_LOGIT_SCALE, ReidLoss
 from reid.models import build_model
 from reid.plots import plot_training_curves
 from reid.run_folder import claim_run_folder
@@ -60,8 +62,8 @@ LOGGER_NAME = "reid.training"
 RESUMABLE_FIELDS = frozenset({
     "epochs", "lr", "lr_end", "weight_decay", "scheduler", "warmup_epochs", "gradient_clipping",  # optimisation
     "label_smoothing", "triplet_margin", "prob_flip", "mixed_precision", "grad_checkpointing",  # loss, augmentation, memory
-    "rerank", "k1", "k2", "lambda_value", "flip_test", "batch_size_eval",  # evaluation
-    "data_dir", "num_workers", "device", "verbose", "tensorboard",  # where and how
+    "rerank", "k1", "k2", "lambda_value", "flip_test", "batch_size_eval", "eval_precision",  # evaluation
+    "data_dir", "num_workers", "device", "verbose", "fast_kernels", "tensorboard",  # where and how
 })
 # Fields that say what one invocation does rather than what the run is.
 ACTION_FIELDS = ("resume", "overwrite")
@@ -134,10 +136,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
     board: TrainingBoard | None = None
     try:
         seed_everything(config.seed + env.rank)
-        if device.type == "cuda":  # speed over bit-exactness on GPUs (autotuned kernels, TF32 matmuls)
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        if device.type == "cuda":
+            set_gpu_kernels(config.fast_kernels)
 
         # data
         frame = load_train_frame(config.data_dir)
@@ -150,13 +150,16 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
         config = dataclasses.replace(config, img_size=tuple(encoder.img_size), mean=tuple(encoder.mean),
                                      std=tuple(encoder.std), run_name=run_dir.name)
         criterion = ReidLoss(config.loss, encoder.embed_dim, num_classes=len(players), label_smoothing=config.label_smoothing,
-                             triplet_margin=config.triplet_margin, rank=env.rank, world_size=env.world_size)
-        model = PairModel(encoder, criterion).to(device)
+                             triplet_margin=config.triplet_margin, rank=env.rank, world_size=env.world_size,
+                             logit_scale_init=initial_logit_scale(config.logit_scale_init, encoder.logit_scale))
+        # --mixed-precision fp16 is the published recipe: the loss, too, runs under the fp16 autocast
+        model = PairModel(encoder, criterion, loss_under_autocast=config.mixed_precision == "fp16").to(device)
         train_model = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                        if env.is_distributed else model)
 
         # batches of distinct players, the same number on every rank
-        sampler = UniquePlayerBatchSampler(labels, config.batch_size, seed=config.seed, rank=env.rank, world_size=env.world_size)
+        sampler = UniquePlayerBatchSampler(labels, rank_batch_size(config, env.world_size), seed=config.seed, rank=env.rank,
+                                           world_size=env.world_size, packing=config.batch_packing)
         dataset = PairDataset(image_paths(train_df, config.data_dir), labels,
                               train_transform(encoder.img_size, encoder.mean, encoder.std), prob_flip=config.prob_flip)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda")
@@ -164,11 +167,12 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
         # optimiser, schedule, mixed precision
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sampler.set_epoch(1)
-        steps_per_epoch = max(1, len(sampler) // config.gradient_accumulation)
-        scheduler = build_scheduler(optimizer, config.scheduler, warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-                                    total_steps=steps_per_epoch * config.epochs, lr_end=config.lr_end)
+        warmup_steps, total_steps = schedule_steps(len(sampler), config.epochs, config.warmup_epochs, config.gradient_accumulation)
+        scheduler = build_scheduler(optimizer, config.scheduler, warmup_steps=warmup_steps, total_steps=total_steps,
+                                    lr_end=config.lr_end)
         amp_dtype = autocast_dtype(device, config.mixed_precision)
         scaler = make_grad_scaler(amp_dtype)
+        eval_dtype = autocast_dtype(device, config.eval_precision)
 
         # resume
         start_epoch, best = 0, {"score": -math.inf, "epoch": None}
@@ -184,7 +188,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                 folder.notes += _config_json_disagreement(run_dir / "config.json", resume_state["config"])
             save_config(_recorded(config), run_dir / "config.json")
         started = True
-        _log_header(log, config, env, device, encoder, train_df, query_df, gallery_df, len(sampler), amp_dtype, start_epoch)
+        _log_header(log, config, env, device, encoder, criterion, train_df, query_df, gallery_df, len(sampler), start_epoch)
         if config.tensorboard and env.is_main:
             board = TrainingBoard(run_dir, model.criterion, batches_per_epoch=len(sampler), resumed=resume_state is not None)
         if changes:
@@ -200,18 +204,20 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
         def evaluate(epoch: int) -> dict[str, float] | None:
             features = features_for_frame(model.encoder, pd.concat([query_df, gallery_df]), config.data_dir, device,
                                           batch_size=config.batch_size_eval, num_workers=config.num_workers,
-                                          flip=config.flip_test, amp_dtype=amp_dtype, verbose=config.verbose and env.is_main,
+                                          flip=config.flip_test, amp_dtype=eval_dtype, verbose=config.verbose and env.is_main,
                                           rank=env.rank, world_size=env.world_size)
             if not np.isfinite(features).all():  # every rank holds all features: all stop together
                 raise failure(f"the held-out features of epoch {epoch} hold NaN or infinite values (the weights diverged, "
-                              f"or overflow{f' in {amp_dtype}' if amp_dtype else ''}); training stopped")
+                              f"or overflow{f' in {eval_dtype}' if eval_dtype else ''}); training stopped")
             if not env.is_main:
                 return None
-            scores = evaluate_features(features[:len(query_df)], features[len(query_df):], query_df["player"].to_numpy(),
-                                       gallery_df["player"].to_numpy(), k1=config.k1, k2=config.k2,
-                                       lambda_value=config.lambda_value, rerank_distances=config.rerank)
-            log.info("epoch %d, held-out scores (%d queries, %d gallery):\n%s", epoch, len(query_df), len(gallery_df),
-                     format_scores(scores))
+            query_ids, gallery_ids = query_df["player"].to_numpy(), gallery_df["player"].to_numpy()
+            matrices = distance_matrices(features[:len(query_df)], features[len(query_df):],
+                                         DISTANCES if config.rerank else ("raw",), k1=config.k1, k2=config.k2,
+                                         lambda_value=config.lambda_value)
+            scores = complete_scores(score_matrices(matrices, query_ids, gallery_ids))
+            log.info("epoch %d, held-out scores (%d queries, %d gallery):\n%s\n%s", epoch, len(query_df), len(gallery_df),
+                     format_scores(scores), cmc_table(matrices, query_ids, gallery_ids))
             return scores
 
         # zero-shot
@@ -236,7 +242,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                 raise failure(str(error)) from None
             seconds = time.perf_counter() - started_at
             log.info("epoch %d: loss %.4f, lr %.3g, %.1f s (%.1f images/s)", epoch, stats["loss"], stats["lr"], seconds,
-                     2 * len(sampler) * config.batch_size * env.world_size / seconds)
+                     2 * len(sampler) * rank_batch_size(config, env.world_size) * env.world_size / seconds)
             # evaluate
             scores = evaluate(epoch)
             # log and save (rank 0; save_checkpoint writes nothing non-finite)
@@ -280,9 +286,39 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             folder.release()
 
 
+def set_gpu_kernels(fast: bool) -> None:
+    """cuDNN and matmul settings. fast: autotuned cuDNN kernels and TF32 matmuls (faster, not
+    bit-reproducible); else what the published run had: deterministic cuDNN, no autotuning (its
+    ``cudnn_benchmark=True`` set a misspelt attribute, so it never took effect), float32 matmuls."""
+    torch.backends.cudnn.benchmark = fast
+    torch.backends.cudnn.deterministic = not fast
+    torch.backends.cuda.matmul.allow_tf32 = fast
+
+
+def initial_logit_scale(setting: float | str, model_value: float | None) -> float:
+    """The InfoNCE log-temperature to start from: ``model`` = the encoder's own (a CLIP tower's learned
+    logit scale) when it has one, else ln(1/0.07); a number = that value."""
+    if setting == "model":
+        return INITIAL_LOGIT_SCALE if model_value is None else float(model_value)
+    return float(setting)
+
+
+def rank_batch_size(config: Any, world_size: int) -> int:
+    """Pairs per batch on each process: ``batch_size`` (``batch_scope`` per_gpu), or ``batch_size`` split
+    evenly over the processes (``total``, as the published DataParallel script split it)."""
+    if config.batch_scope == "per_gpu":
+        return config.batch_size
+    if config.batch_size % world_size:
+        raise InputError(f"--batch-scope total: --batch-size {config.batch_size} does not split evenly over {world_size} "
+                         "processes; choose a multiple of the number of GPUs")
+    return config.batch_size // world_size
+
+
 def _check(config: Any) -> None:
     if config.epochs < 0 or config.batch_size < 1 or config.gradient_accumulation < 1:
         raise InputError("--epochs must be >= 0, --batch-size and --gradient-accumulation >= 1")
+    if config.logit_scale_init != "model" and not math.isfinite(float(config.logit_scale_init)):
+        raise InputError(f"--logit-scale-init must be 'model' or a finite number, got {config.logit_scale_init!r}")
     if not config.rerank and config.best_metric != "map_raw":
         raise InputError(f"--best-metric {config.best_metric} needs the re-ranked scores: set --rerank or --best-metric map_raw")
     if config.resume is not None and config.overwrite:
@@ -444,15 +480,20 @@ def _log_to_file(log: logging.Logger, message: str) -> None:
 
 
 def _log_header(log: logging.Logger, config: Any, env: DistEnv, device: torch.device, encoder: torch.nn.Module,
-                train_df: pd.DataFrame, query_df: pd.DataFrame, gallery_df: pd.DataFrame, batches: int,
-                amp_dtype: torch.dtype | None, start_epoch: int) -> None:
+                criterion: ReidLoss, train_df: pd.DataFrame, query_df: pd.DataFrame, gallery_df: pd.DataFrame, batches: int,
+                start_epoch: int) -> None:
     parameters = sum(p.numel() for p in encoder.parameters())
-    log.info("%s run %s on %d process(es), device %s%s", "resuming" if start_epoch else "starting", config.run_name,
-             env.world_size, device, f", autocast {amp_dtype}" if amp_dtype else "")
+    log.info("%s run %s on %d process(es), device %s; training %s, evaluation %s", "resuming" if start_epoch else "starting",
+             config.run_name, env.world_size, device, describe_precision(device, config.mixed_precision),
+             describe_precision(device, config.eval_precision))
     log.info("model %s: %.1f M parameters, embedding %d, image %s, mean %s, std %s", config.model, parameters / 1e6,
              encoder.embed_dim, "x".join(map(str, encoder.img_size)), np.round(encoder.mean, 4).tolist(),
              np.round(encoder.std, 4).tolist())
     log.info("data: %d training images of %d players, %d batches of %d x %d per epoch; held-out %d queries, %d gallery",
-             len(train_df), train_df["player"].nunique(), batches, config.batch_size, env.world_size, len(query_df), len(gallery_df))
+             len(train_df), train_df["player"].nunique(), batches, rank_batch_size(config, env.world_size), env.world_size,
+             len(query_df), len(gallery_df))
+    if hasattr(criterion, "logit_scale"):
+        log.info("InfoNCE temperature: logit scale %.4f (exp %.2f) at the start", criterion.logit_scale.item(),
+                 criterion.logit_scale.exp().item())
     log.info("loss %s, lr %g (%s, warm-up %g epochs), %d epochs%s", config.loss, config.lr, config.scheduler,
              config.warmup_epochs, config.epochs, f", from epoch {start_epoch + 1}" if start_epoch else "")

@@ -21,9 +21,10 @@ def uneven_labels(seed: int = 0) -> np.ndarray:
     return rng.permutation(labels)
 
 
-def test_no_player_twice_in_a_batch_and_no_image_twice_in_an_epoch():
+@pytest.mark.parametrize("packing", ["requeue", "carry"])
+def test_no_player_twice_in_a_batch_and_no_image_twice_in_an_epoch(packing):
     labels = uneven_labels()
-    sampler = UniquePlayerBatchSampler(labels, batch_size=16, seed=7)
+    sampler = UniquePlayerBatchSampler(labels, batch_size=16, seed=7, packing=packing)
     sampler.set_epoch(1)
     batches = list(sampler)
     assert len(batches) == len(sampler) > 0
@@ -68,6 +69,47 @@ def test_ranks_get_disjoint_equal_shares_of_distinct_players():
         assert len(set(labels[together])) == 12
         # ... and are exactly the single-process batch of twice the size
         assert batch0 + batch1 == whole
+
+
+def published_shuffle(order: list[int], players: np.ndarray, batch_size: int) -> list[list[int]]:
+    """The published TrainDataset.shuffle on a given order, in plain words: walk a list; an image whose
+    player is in the current batch is moved to the end of the list; give up after 10 such moves in a
+    row; the DataLoader then drops the last, incomplete batch (drop_last=True)."""
+    waiting, taken, in_batch, moved = list(order), [], set(), 0
+    while waiting and moved < 10:
+        image = waiting.pop(0)
+        if players[image] in in_batch:
+            waiting.append(image)
+            moved += 1
+            continue
+        taken.append(image)
+        in_batch.add(players[image])
+        moved = 0
+        if len(in_batch) == batch_size:
+            in_batch = set()
+    full = len(taken) // batch_size * batch_size
+    return [taken[start:start + batch_size] for start in range(0, full, batch_size)]
+
+
+@pytest.mark.parametrize("seed, batch_size", [(0, 8), (1, 16), (2, 30)])
+def test_requeue_packing_is_the_published_shuffle(seed, batch_size):
+    labels = uneven_labels(seed)
+    sampler = UniquePlayerBatchSampler(labels, batch_size=batch_size, seed=seed)  # requeue: the default
+    sampler.set_epoch(3)
+    order = np.random.default_rng([seed, 3]).permutation(len(labels)).tolist()  # the sampler's draw for (seed, epoch)
+    assert [[i for i, _ in batch] for batch in sampler] == published_shuffle(order, labels, batch_size)
+
+
+def test_carry_packing_leaves_fewer_images_out_at_large_batches():
+    labels = np.repeat(np.arange(436), np.random.default_rng(0).integers(12, 21, size=436))  # 436 players, 12-20 images
+    left_out = {}
+    for packing in ("requeue", "carry"):
+        sampler = UniquePlayerBatchSampler(labels, batch_size=128, seed=0, packing=packing)
+        left_out[packing] = []
+        for epoch in range(1, 11):
+            sampler.set_epoch(epoch)
+            left_out[packing].append(len(labels) - 128 * len(sampler))
+    assert np.mean(left_out["carry"]) < 0.6 * np.mean(left_out["requeue"])
 
 
 def test_too_few_players_for_a_batch_is_an_error():

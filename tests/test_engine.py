@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +13,15 @@ import torch
 from torch import nn
 
 from tiny_models import one_thread  # noqa: F401  (autouse)
-from reid.engine import (NonFiniteError, PairModel, build_scheduler, extract_features, load_checkpoint, load_encoder,
-                         lr_factor, rng_state, save_checkpoint, set_rng_state, train_one_epoch)
-from reid.errors import RunFailure
+from reid.engine import (IMAGENET_MEAN, OPENAI_MEAN, NonFiniteError, PairModel, autocast_dtype, build_scheduler,
+                         describe_precision, extract_features, load_checkpoint, load_encoder, lr_factor, rng_state,
+                         save_checkpoint, schedule_steps, set_rng_state, train_one_epoch)
+from reid.errors import InputError, RunFailure
 from reid.losses import ReidLoss
 from reid.models import build_model
+
+# Three optimiser steps of the published trainer, computed once by running the published code.
+PUBLISHED_STEPS = Path(__file__).parent / "reference" / "published_trainer_steps.json"
 
 
 def test_polynomial_schedule_with_warmup_at_given_steps():
@@ -196,3 +202,141 @@ def test_a_checkpoint_with_a_non_finite_tensor_is_never_written(tmp_path):
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
     # non-tensor NaNs (the scores of a run without re-ranking) are not weights
     save_checkpoint({"model": {"w": torch.ones(3)}, "scores": {"map_hard": math.nan}}, path)
+def test_precision_names_map_to_autocast_dtypes(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert [autocast_dtype(cpu, name) for name in ("bf16", "fp16", "fp32")] == [None, None, None]  # CPU: fp32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert [autocast_dtype(gpu, name) for name in ("bf16", "fp16", "fp32")] == [torch.bfloat16, torch.float16, None]
+    assert describe_precision(gpu, "bf16") == "bf16 autocast"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # e.g. a V100
+    assert autocast_dtype(gpu, "bf16") == torch.float16
+    assert describe_precision(gpu, "bf16") == "fp16 autocast + gradient scaler (bf16 asked, this GPU has no bf16)"
+    assert describe_precision(cpu, "fp16") == "fp32 (fp16 asked: no autocast on the CPU)"
+    with pytest.raises(ValueError, match="unknown precision"):
+        autocast_dtype(gpu, True)
+
+
+class RecordingLoss(nn.Module):
+    """A loss that remembers the dtype its similarity matmul ran in (the logits of InfoNCE)."""
+
+    def forward(self, query, gallery, labels):
+        logits = query @ gallery.t()
+        self.dtype = logits.dtype
+        return logits.float().sum(), {}
+
+
+@pytest.mark.parametrize("under_autocast, dtype", [(False, torch.float32), (True, torch.bfloat16)])
+def test_the_loss_runs_in_float32_unless_asked_to_run_under_the_autocast(under_autocast, dtype):
+    # under_autocast=True is the published fp16 recipe (its logits matmul ran in fp16); CPU bf16 stands in.
+    encoder = build_model({"model": "test_vit", "img_size": 32})
+    model = PairModel(encoder, RecordingLoss(), loss_under_autocast=under_autocast)
+    query, gallery, labels = pair_batches(1)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(query, gallery, labels)
+    assert model.criterion.dtype == dtype
+
+
+def test_schedule_steps_round_down_as_the_published_trainer():
+    assert schedule_steps(267, 8, 1.0) == (267, 2136)
+    assert schedule_steps(10, 3, 0.25) == (2, 30)  # int(2.5)
+    assert schedule_steps(10, 3, 1.0, gradient_accumulation=4) == (2, 7)  # in optimiser steps
+
+
+def published_like_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The initial weights of the published run (see PUBLISHED_STEPS): sorted keys, one generator."""
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for name in sorted(state):
+        noise = torch.randn(state[name].shape, generator=generator, dtype=torch.float32)
+        weights[name] = 1 + 0.05 * noise if state[name].ndim == 1 and name.endswith("weight") else 0.05 * noise
+    return weights
+
+
+def test_three_adamw_steps_equal_the_published_trainer():
+    reference = json.loads(PUBLISHED_STEPS.read_text())
+    settings = reference["settings"]
+    encoder = build_model({"model": settings["model"]})  # the model's own size, as the published TimmModel
+    initial = published_like_weights(encoder.backbone.state_dict())
+    encoder.backbone.load_state_dict(initial)
+    model = PairModel(encoder, ReidLoss("infonce", encoder.embed_dim, label_smoothing=0.1))
+    assert model.criterion.logit_scale.item() == pytest.approx(reference["initial_logit_scale"], abs=1e-7)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    warmup, total = schedule_steps(settings["batches"], settings["epochs"], settings["warmup_epochs"])
+    scheduler = build_scheduler(optimizer, settings["scheduler"], warmup, total, lr_end=settings["lr_end"])
+    losses, lrs = [], []
+    for i in range(settings["batches"]):
+        generator = torch.Generator().manual_seed(100 + i)
+        query = torch.randn(4, 3, 160, 160, generator=generator)
+        batch = (query, query + 0.5 * torch.randn(4, 3, 160, 160, generator=generator), torch.arange(4))
+        lrs.append(optimizer.param_groups[0]["lr"])
+        losses.append(train_one_epoch(model, [batch], optimizer, scheduler, torch.device("cpu"), epoch=1, verbose=False)["loss"])
+    lrs.append(optimizer.param_groups[0]["lr"])
+    # Same float32 operations in the same order on the CPU: equal up to float32 rounding of
+    # reductions (another BLAS or thread count may reorder them). Losses: 1e-5 relative. Weights: an
+    # AdamW step moves a weight by at most lr = 1e-3, so 1e-6 absolute is a thousandth of one step.
+    assert lrs == pytest.approx(reference["lrs"], rel=1e-12)
+    assert losses == pytest.approx(reference["losses"], rel=1e-5)
+    assert model.criterion.logit_scale.item() == pytest.approx(reference["final_logit_scale"], abs=1e-6)
+    final = encoder.backbone.state_dict()
+    assert sorted(final) == sorted(reference["updates"])
+    for name, expected in reference["updates"].items():
+        update = (final[name] - initial[name]).double()
+        assert float(update.sum()) == pytest.approx(expected["sum"], abs=1e-6), name
+        assert float(update.norm()) == pytest.approx(expected["norm"], abs=1e-6), name
+        assert update.flatten()[:3].tolist() == pytest.approx(expected["first"], abs=1e-6), name
+
+
+def published_timm_state(encoder) -> dict[str, torch.Tensor]:
+    """What the published TimmModel saved: the timm model's keys under model., plus model.logit_scale."""
+    state = {f"model.{key[len('backbone.'):]}": value for key, value in encoder.state_dict().items()}
+    return state | {"model.logit_scale": torch.tensor(2.6593)}
+
+
+def test_a_published_timm_checkpoint_loads_with_the_published_normalisation(tmp_path):
+    source = build_model({"model": "test_vit", "img_size": 32})
+    path = tmp_path / "weights_e4.pth"
+    torch.save(published_timm_state(source), path)
+    encoder, config = load_encoder(path, model="test_vit", img_size=32)
+    for key, value in source.state_dict().items():
+        assert torch.equal(encoder.state_dict()[key], value), key
+    assert encoder.mean == IMAGENET_MEAN and config["mean"] == list(IMAGENET_MEAN) and encoder.img_size == (32, 32)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(images), source.eval()(images))
+    _, overridden = load_encoder(path, model="test_vit", img_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert overridden["mean"] == [0.5, 0.5, 0.5]
+    # saved from the DataParallel wrapper itself: keys module.model.*
+    wrapped, _ = load_encoder({f"module.{key}": value for key, value in published_timm_state(source).items()},
+                              model="test_vit", img_size=32)
+    assert torch.equal(wrapped.backbone.pos_embed, source.backbone.pos_embed)
+
+
+def test_a_published_open_clip_checkpoint_loads_its_visual_tower(tmp_path):
+    import open_clip
+
+    clip = open_clip.create_model("ViT-S-32")
+    clip.visual.proj = None  # the published remove_proj=True
+    # OpenClipModel deleted the text tower: its state dict holds the visual tower and the logit scale.
+    state = {f"model.{key}": value for key, value in clip.state_dict().items() if key.startswith(("visual.", "logit_scale"))}
+    path = tmp_path / "weights_e2.pth"
+    torch.save(state, path)
+    encoder, config = load_encoder(path, model="open_clip:ViT-S-32:none")
+    assert config["remove_proj"] is True and encoder.mean == OPENAI_MEAN and encoder.img_size == (224, 224)
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(images), clip.visual.eval()(images))
+
+
+def test_checkpoints_that_fit_no_layout_or_no_model_are_explained(tmp_path):
+    source = build_model({"model": "test_vit", "img_size": 32})
+    path = tmp_path / "weights_e1.pth"
+    torch.save(published_timm_state(source), path)
+    with pytest.raises(InputError, match="does not name its model: pass --model"):
+        load_encoder(path)
+    with pytest.raises(InputError, match=r"does not fit resnet18 \(missing: backbone.conv1.weight, .*unexpected: "
+                                         r"backbone.cls_token, backbone.pos_embed, backbone.patch_embed.proj.weight"):
+        load_encoder(path, model="resnet18")
+    with pytest.raises(InputError, match=r"other shape \(file vs model\): backbone.pos_embed \(1, 5, 64\) vs \(1, 17, 64\)"):
+        load_encoder(path, model="test_vit", img_size=64)
+    with pytest.raises(InputError, match="not a training checkpoint .* first keys: encoder.weight"):
+        load_encoder({"encoder.weight": torch.zeros(1)})

@@ -22,7 +22,6 @@ from reid.engine import save_checkpoint
 from reid.errors import InputError
 from reid.images import ImageReadError
 from reid.features import FeatureSet
-from reid.inference import autocast_for
 from reid.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +81,24 @@ def test_flip_test_time_augmentation_sums_the_mirror_embedding(twin_data, checkp
     assert not np.allclose(encoder.embed(paths, flip=False), expected, atol=1e-3)
 
 
-def test_overrides_precision_and_lazy_import(checkpoint):
+def test_overrides_published_checkpoints_precision_and_lazy_import(checkpoint, twin_data, tmp_path):
     encoder = reid.load_encoder(checkpoint, device="cpu", img_size=(64, 32), mean=(0.5, 0.5, 0.5))
     assert encoder.img_size == (64, 32) and encoder.mean == (0.5, 0.5, 0.5) and encoder.std == tuple(TINY["std"])
     assert encoder.preprocess(np.zeros((10, 5, 3), np.uint8)).shape == (3, 64, 32)
-    assert autocast_for(torch.device("cpu"), "bf16") is None and autocast_for(torch.device("cuda"), "fp16") == torch.float16
-    with pytest.raises(InputError, match="precision"):
+    # the published layout (weights_e<n>.pth: timm keys under model., and the loss's logit scale): the same features
+    weights = torch.load(checkpoint, weights_only=True)["model"]
+    published = tmp_path / "weights_e4.pth"
+    torch.save({f"model.{key[len('backbone.'):]}": value for key, value in weights.items()}
+               | {"model.logit_scale": torch.tensor(2.66)}, published)
+    crops = find_images(twin_data / "data_reid" / "reid_test" / "query")
+    ours = reid.load_encoder(checkpoint, device="cpu")
+    theirs = reid.load_encoder(published, device="cpu", model="test_resnet", img_size=(48, 24), mean=TINY["mean"], std=TINY["std"])
+    np.testing.assert_array_equal(theirs.embed(crops), ours.embed(crops))
+    with pytest.raises(InputError, match="pass --model"):
+        reid.load_encoder(published, device="cpu")
+    # the evaluation precision: on the CPU always fp32 (the same numbers); a name that is none raises
+    np.testing.assert_array_equal(reid.load_encoder(checkpoint, device="cpu", precision="bf16").embed(crops), ours.embed(crops))
+    with pytest.raises(InputError, match="precision 'int8'"):
         reid.load_encoder(checkpoint, device="cpu", precision="int8")
     # `import reid` stays light: torch comes with the first use of the API (as above)
     code = "import sys, reid; assert 'torch' not in sys.modules and {'load_encoder', 'find_images'} <= set(dir(reid))"

@@ -76,6 +76,7 @@ def test_sums_of_terms_and_their_parameters():
     assert loss.classifier.weight.shape == (4, 6)
     only_infonce = ReidLoss("infonce", embed_dim=6)
     assert not hasattr(only_infonce, "classifier")
+    assert ReidLoss("infonce", embed_dim=6, logit_scale_init=math.log(100)).logit_scale.item() == pytest.approx(4.60517)
     total.backward()
     assert loss.logit_scale.grad is not None and loss.classifier.weight.grad is not None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torch
@@ -63,16 +65,6 @@ def test_timm_pretrained_weights_from_a_local_file(tmp_path):
     assert not torch.equal(random_init.backbone.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
 
 
-def test_open_clip_pretrained_weights_from_a_local_file(tmp_path):
-    import open_clip
-
-    source = open_clip.create_model("ViT-S-32")
-    path = tmp_path / "clip.pth"
-    torch.save(source.state_dict(), path)
-    encoder = build_model({"model": "open_clip:ViT-S-32:none", "pretrained": True, "pretrained_file": path})
-    assert torch.equal(encoder.backbone.conv1.weight, source.visual.conv1.weight)
-
-
 def test_bad_specifications_are_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_model({"model": "test_vit", "pretrained": True, "pretrained_file": tmp_path / "missing.pth"})
@@ -93,3 +85,37 @@ def test_spec_reads_objects_and_dicts():
     spec = ModelSpec.from_config(Config())
     assert spec.model == "resnet18" and spec.img_size == (64,) and spec.remove_proj is True
     assert normalize_img_size(spec.img_size) == (64, 64)
+
+
+def activations(encoder) -> set[str]:
+    return {type(module).__name__ for module in encoder.modules() if "GELU" in type(module).__name__}
+
+
+def test_openai_tags_build_quick_gelu_towers_without_weights():
+    # OpenAI's CLIP was trained with QuickGELU; open_clip >= 2.21 builds "ViT-B-32" with plain GELU
+    # unless told, and the published code (open_clip 2.20, load_openai_model) ran QuickGELU.
+    assert activations(build_model({"model": "open_clip:ViT-B-32:openai", "img_size": 32})) == {"QuickGELU"}
+    assert activations(build_model({"model": "open_clip:ViT-S-32:none", "img_size": 32})) == {"GELU"}
+
+
+def test_open_clip_pretrained_weights_from_a_local_file_with_the_tag_activation(tmp_path, monkeypatch):
+    import open_clip
+
+    # A tiny model under a tag registered as QuickGELU-trained, in open_clip's own pretrained registry.
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "ViT-S-32",
+                        {"quickgelu_test": {"quick_gelu": True, "mean": (0.5,) * 3, "std": (0.5,) * 3}})
+    source = open_clip.create_model("ViT-S-32", force_quick_gelu=True)
+    with torch.no_grad():
+        source.logit_scale.fill_(4.6052)  # a trained CLIP's ln 100
+    path = tmp_path / "clip.pth"
+    torch.save(source.state_dict(), path)
+    encoder = build_model({"model": "open_clip:ViT-S-32:quickgelu_test", "pretrained": True, "pretrained_file": path})
+    assert activations(encoder) == {"QuickGELU"}
+    assert torch.equal(encoder.backbone.conv1.weight, source.visual.conv1.weight)
+    assert encoder.logit_scale == pytest.approx(4.6052)  # the model's own temperature, for the InfoNCE start
+
+
+def test_the_model_own_logit_scale_is_none_for_timm_and_clip_init_for_random_open_clip():
+    assert build_model({"model": "test_vit", "img_size": 32}).logit_scale is None
+    random_clip = build_model({"model": "open_clip:ViT-S-32:none", "img_size": 32})
+    assert random_clip.logit_scale == pytest.approx(math.log(1 / 0.07))

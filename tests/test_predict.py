@@ -252,6 +252,46 @@ def test_evaluate_raw_only_and_option_errors(twin, checkpoints, tmp_path):
         evaluate.main(evaluate.Configuration(checkpoint=not_a_checkpoint, data_dir=twin, output_dir=tmp_path, **FAST))
 
 
+def as_published(checkpoint: Path, path: Path) -> Path:
+    """The weights of one of our checkpoints in the published layout: weights_e<n>.pth, a plain state dict
+    of the TimmModel wrapper (timm keys under model., plus model.logit_scale)."""
+    weights = torch.load(checkpoint, weights_only=True)["model"]
+    state = {f"model.{key[len('backbone.'):]}": value for key, value in weights.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state | {"model.logit_scale": torch.tensor(2.6593)}, path)
+    return path
+
+
+def test_predict_and_fusion_on_published_checkpoints(twin, checkpoints, predicted, tmp_path):
+    published = [as_published(checkpoint, tmp_path / f"seed{i}" / "weights_e4.pth") for i, checkpoint in enumerate(checkpoints, 1)]
+    output = tmp_path / "out"
+    # --model names the architecture; the normalisation of our tiny checkpoints is given (published default: ImageNet)
+    predict.main(parse(predict.Configuration, [
+        "--checkpoint", *map(str, published), "--model", "test_resnet", "--img-size", "48", "24",
+        "--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5", "0.5", "--data-dir", str(twin), "--output-dir", str(output),
+        "--splits", "test", "--distances", "raw", "hard", "--num-workers", "0", "--no-verbose", "--device", "cpu"]))
+    for name, ours in (("seed1", "run1"), ("seed2", "run2")):  # the same weights give the same features
+        np.testing.assert_allclose(FeatureSet.load(output / name / "features_test.npz").features,
+                                   FeatureSet.load(predicted / ours / "features_test.npz").features, atol=1e-6)
+    assert (output / "ensemble" / "test_hard.csv").is_file()
+    dissim_fuse = load_script("my_py/dissim_fuse.py")
+    dissim_fuse.main(dissim_fuse.Configuration(inputs=[output / "seed1" / "test_hard.csv", output / "seed2" / "test_hard.csv"],
+                                               output=tmp_path / "fused.csv"))
+    fused = DistanceMatrix.read_csv(tmp_path / "fused.csv")
+    np.testing.assert_array_equal(fused.query_ids, expected_test_ids(twin)[0])
+
+    # without --mean / --std: the published scripts' ImageNet normalisation for timm models
+    scores = evaluate.main(evaluate.Configuration(checkpoint=published[0], model="test_resnet", img_size=(48, 24),
+                                                  data_dir=twin, output_dir=tmp_path / "eval", ranklist_queries=0, **FAST))
+    assert json.loads((tmp_path / "eval" / "scores.json").read_text())["model"] == "test_resnet"
+    assert 0.0 <= scores["map_hard"] <= 1.0
+    with pytest.raises(ValueError, match="published code .* pass --model"):
+        evaluate.main(evaluate.Configuration(checkpoint=published[0], data_dir=twin, output_dir=tmp_path / "eval", **FAST))
+    with pytest.raises(ValueError, match="does not fit test_vit"):
+        predict.main(predict.Configuration(checkpoint=published[:1], model=["test_vit"], data_dir=twin,
+                                           output_dir=tmp_path / "never", **FAST))
+
+
 def test_name_scripts_list_the_rows_and_columns_of_saved_matrices(twin, predicted, tmp_path):
     query_players, gallery_players, query_stems, gallery_stems = expected_test_ids(twin)
     name_test = load_script("my_py/name_test.py")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import os
 import shutil
 import signal
@@ -61,7 +62,8 @@ def small_twin(twin, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(twin, tmp_path_factory) -> Path:
     """A finished 2-epoch run with a zero-shot evaluation; returns its folder."""
-    config = Configuration(**TINY, epochs=2, data_dir=twin, model_path=tmp_path_factory.mktemp("runs"), run_name="tiny")
+    config = Configuration(**TINY, epochs=2, zero_shot=True, data_dir=twin, model_path=tmp_path_factory.mktemp("runs"),
+                           run_name="tiny")
     return run(config)
 
 
@@ -74,7 +76,12 @@ def test_two_epochs_raise_the_test_map_above_zero_shot(trained):
     assert metrics[["map_raw", "map_classic", "map_hard"]].notna().all().all()
     for name in ("config.json", "log.txt", "curves.png", "last.pth", "best.pth"):
         assert (trained / name).is_file(), name
-    assert "epoch 2: loss" in (trained / "log.txt").read_text()
+    log = (trained / "log.txt").read_text()
+    assert "epoch 2: loss" in log
+    assert "training fp32 (bf16 asked: no autocast on the CPU), evaluation fp32" in log
+    assert "InfoNCE temperature: logit scale 2.6593 (exp 14.29)" in log  # timm: ln(1/0.07), as published
+    # the CMC configurations the published log printed, for every distance, at every evaluation
+    assert log.count("allshots      cuhk03  market1501") == 3 and log.count("top-10") == 9
 
     last = load_checkpoint(trained / "last.pth")
     assert {"model", "criterion", "optimizer", "scheduler", "epoch", "step", "rng", "config"} <= set(last)
@@ -367,7 +374,7 @@ def test_a_killed_run_is_resumed_exactly_and_holds_its_folder_while_alive(whole,
 
 def test_torchrun_with_two_cpu_processes(small_twin, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "train_our_post.py"), *TINY_FLAGS, "--epochs", "1", "--no-rerank", "--best-metric", "map_raw",
+               str(REPO / "train_our_post.py"), *TINY_FLAGS, "--epochs", "1", "--zero-shot", "--no-rerank", "--best-metric", "map_raw",
                "--data-dir", str(small_twin), "--model-path", str(tmp_path), "--run-name", "ddp"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
@@ -402,3 +409,35 @@ def test_the_resnet_recipe_differs_only_in_defaults():
     assert differing == {"model", "pretrained", "epochs", "batch_size", "lr", "prob_flip"}
     assert (resnet.model, resnet.lr, resnet.epochs, resnet.batch_size, resnet.prob_flip) == ("resnet50", 4e-4, 50, 64, 0.0)
     assert (vit.lr, vit.epochs, vit.batch_size, vit.prob_flip, vit.loss) == (4e-5, 8, 32, 0.5, "infonce")
+    # the published behaviour where it is the default
+    assert (vit.zero_shot, vit.eval_precision, vit.logit_scale_init, vit.fast_kernels, vit.batch_packing) == (
+        False, "fp32", "model", False, "requeue")
+    assert (vit.mixed_precision, vit.batch_scope) == ("bf16", "per_gpu")  # listed differences, flags restore them
+
+
+def test_the_initial_temperature_is_the_model_own_unless_given():
+    assert training.initial_logit_scale("model", None) == pytest.approx(math.log(1 / 0.07))  # timm
+    assert training.initial_logit_scale("model", 4.6052) == 4.6052  # a CLIP tower's learned scale
+    assert training.initial_logit_scale(3.0, 4.6052) == 3.0
+    assert parse_training_config(Configuration, ["--logit-scale-init", "2.5"]).logit_scale_init == 2.5
+    assert parse_training_config(Configuration, ["--logit-scale-init", "model"]).logit_scale_init == "model"
+
+
+def test_the_batch_is_per_gpu_or_split_over_the_gpus():
+    assert training.rank_batch_size(Configuration(batch_size=32), world_size=4) == 32
+    assert training.rank_batch_size(Configuration(batch_size=32, batch_scope="total"), world_size=4) == 8
+    with pytest.raises(ValueError, match="does not split evenly over 3"):
+        training.rank_batch_size(Configuration(batch_size=32, batch_scope="total"), world_size=3)
+
+
+def test_gpu_kernel_settings_default_to_the_published_run():
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        training.set_gpu_kernels(fast=False)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+                torch.backends.cuda.matmul.allow_tf32) == (False, True, False)
+        training.set_gpu_kernels(fast=True)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+                torch.backends.cuda.matmul.allow_tf32) == (True, False, True)
+    finally:
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32) = saved
