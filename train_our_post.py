@@ -8,7 +8,8 @@ Examples:
     python train_our_post.py --resume model/<run>/last.pth --epochs 12   # continue (or lengthen) a run
     python train_our_post.py --run-name try1 --overwrite                 # replace the run in model/try1/
 
-Outputs in model_path/run_name/: config.json, log.txt, metrics.csv, curves.png, last.pth, best.pth.
+Outputs in model_path/run_name/: config.json, log.txt, metrics.csv, curves.png, last.pth, best.pth
+(and tensorboard/ with --tensorboard: tensorboard --logdir model/).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ class Configuration:
     """Replace the run already in model_path/run_name (without it, an existing run folder is refused)."""
     device: str = "auto"
     """auto (one GPU per process if any, else CPU), cpu, cuda, cuda:1, ..."""
+    tensorboard: bool = False
+    """Also log to TensorBoard in model_path/run_name/tensorboard/: loss, lr, temperature per step, scores per epoch (needs the tensorboard package)."""
     verbose: bool = True
     """Progress bars."""
 

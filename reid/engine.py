@@ -12,7 +12,7 @@ import math
 import os
 import pickle
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -167,7 +167,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, epoch: int,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     gradient_accumulation: int = 1, gradient_clipping: float | None = None,
-                    verbose: bool = True) -> dict[str, float]:
+                    verbose: bool = True, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
     """One pass over ``loader`` (batches of (query images, gallery images, labels)).
 
     model: a ``PairModel`` (or its DDP wrapper) returning (loss, parts). The optimiser (and the
@@ -176,6 +176,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     the step: a NaN or infinite loss (before it updates anything), gradient norm (before the optimiser
     step; not under fp16, whose scaler skips such steps) or buffer (after each optimiser step: cheap,
     BatchNorm statistics are small), and at the end any non-finite parameter or buffer.
+    on_step: called after every batch with (batch number in the epoch from 1, {"loss": this batch's
+    loss, "lr": current lr, "<term>": ...}).
     Returns {"loss": mean loss, "lr": learning rate at the end, "<term>": mean of each loss term}.
     """
     model.train()
@@ -230,6 +232,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         for name, value in parts.items():
             meters.setdefault(name, AverageMeter()).update(value, batch_size)
         bar.set_postfix(loss=f"{meters['loss'].avg:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if on_step is not None:
+            on_step(step, {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], **parts})
     bar.close()
     _stop_if_non_finite([*model.named_parameters(), *model.named_buffers()], f"at the end of {where()}")
     return {name: meter.avg for name, meter in meters.items()} | {"lr": optimizer.param_groups[0]["lr"]}

@@ -1,4 +1,4 @@
-"""Pictures: training curves, rank lists, t-SNE maps of features, distance histograms.
+"""Pictures: training curves, rank lists, contact sheets, t-SNE maps of features, distance histograms.
 
 Drawn with matplotlib's Agg backend (files only, no display needed).
 """
@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import hsv_to_rgb  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
 CURVE_DISTANCES = {"raw": ("raw", "tab:blue"), "classic": ("classic re-ranking", "tab:orange"),
                    "hard": ("hard-weight re-ranking", "tab:green")}
@@ -53,16 +53,18 @@ def plot_training_curves(metrics: pd.DataFrame, path: str | Path, title: str = "
 
 # ---------------------------------------------------------------- rank lists
 
-def plot_rank_list(dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray, query_paths: Sequence[str | Path],
-                   gallery_paths: Sequence[str | Path], queries: Sequence[int], path: str | Path, top: int = 10,
-                   query_notes: Sequence[str] | None = None, title: str = "") -> Path:
+def plot_rank_list(dist: np.ndarray, query_ids: np.ndarray | None, gallery_ids: np.ndarray | None,
+                   query_paths: Sequence[str | Path], gallery_paths: Sequence[str | Path], queries: Sequence[int],
+                   path: str | Path, top: int = 10, query_notes: Sequence[str] | None = None, title: str = "") -> Path:
     """A PNG with one row per chosen query: the query image, then its ``top`` nearest gallery images,
     framed green when they show the query's player and red otherwise, each with its rank, id and distance.
 
-    dist: (num_query, num_gallery) distances (smaller = closer); ids: (num_query,), (num_gallery,);
+    dist: (num_query, num_gallery) distances (smaller = closer); ids: (num_query,), (num_gallery,), or
+    both None when the identities are unknown (grey frames, file names instead of ids);
     paths: the image files in the same orders; queries: row indices of ``dist`` to draw;
     query_notes: one short text per chosen query shown under it (e.g. its AP).
     """
+    known = query_ids is not None and gallery_ids is not None
     path = Path(path)
     queries = list(queries)
     top = min(top, dist.shape[1])
@@ -72,14 +74,18 @@ def plot_rank_list(dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndar
                              gridspec_kw={"wspace": 0.08, "hspace": 0.45})
     for r, q in enumerate(queries):
         note = f"\n{query_notes[r]}" if query_notes is not None else ""
-        _image_cell(axes[r, 0], query_paths[q], "tab:blue", f"query {query_ids[q]}{note}", bold=True)
+        name = f"query {query_ids[q]}" if known else f"query\n{Path(query_paths[q]).stem[:14]}"
+        _image_cell(axes[r, 0], query_paths[q], "tab:blue", f"{name}{note}", bold=True)
         for k, g in enumerate(order[r]):
-            colour = "tab:green" if gallery_ids[g] == query_ids[q] else "tab:red"
-            _image_cell(axes[r, k + 1], gallery_paths[g], colour, f"#{k + 1} id {gallery_ids[g]}\n{rows[r, g]:.3f}")
+            if known:
+                colour, label = ("tab:green" if gallery_ids[g] == query_ids[q] else "tab:red"), f"id {gallery_ids[g]}"
+            else:
+                colour, label = "tab:gray", Path(gallery_paths[g]).stem[:10]
+            _image_cell(axes[r, k + 1], gallery_paths[g], colour, f"#{k + 1} {label}\n{rows[r, g]:.3f}")
     height = fig.get_figheight()
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height)
-    fig.suptitle((title + "\n" if title else "") + "frame: green = same player as the query, red = another player",
-                 fontsize=9, y=1 - 0.08 / height)
+    legend = "frame: green = same player as the query, red = another player" if known else "nearest gallery crops, closest first"
+    fig.suptitle((title + "\n" if title else "") + legend, fontsize=9, y=1 - 0.08 / height)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -95,6 +101,32 @@ def _image_cell(ax: plt.Axes, image_path: str | Path, colour: str, text: str, bo
         spine.set_edgecolor(colour)
         spine.set_linewidth(3.5)
     ax.set_title(text, fontsize=6.5, fontweight="bold" if bold else "normal", pad=3)
+
+
+def contact_sheet(image_paths: Sequence[str | Path], path: str | Path, title: str = "", columns: int = 10,
+                  cell: tuple[int, int] = (128, 64), max_images: int = 60) -> Path:
+    """A PNG grid of crops (e.g. all crops given one identity): each letterboxed into a ``cell`` of
+    (height, width) pixels on grey, ``columns`` per row, at most ``max_images`` (the rest counted in
+    the title)."""
+    path = Path(path)
+    shown = list(image_paths)[:max_images]
+    height, width = cell
+    columns = max(1, min(columns, len(shown)))
+    rows = -(-len(shown) // columns)
+    header = 18
+    sheet = Image.new("RGB", (columns * (width + 4) + 4, header + rows * (height + 4) + 4), (200, 200, 200))
+    for index, image_path in enumerate(shown):
+        with Image.open(image_path) as image:
+            crop = ImageOps.contain(image.convert("RGB"), (width, height))
+        left = 4 + (index % columns) * (width + 4) + (width - crop.width) // 2
+        top = header + 4 + (index // columns) * (height + 4) + (height - crop.height) // 2
+        sheet.paste(crop, (left, top))
+    hidden = len(image_paths) - len(shown)
+    text = title + (f" (+{hidden} more)" if hidden > 0 else "")
+    ImageDraw.Draw(sheet).text((4, 3), text, fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
 
 
 # ---------------------------------------------------------------- feature maps

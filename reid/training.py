@@ -4,7 +4,8 @@
 processes under torchrun (one per GPU, DistributedDataParallel). Only rank 0 writes and prints.
 Outputs in ``model_path/run_name/``: ``config.json``, ``log.txt``, ``metrics.csv`` (one row per
 evaluation, epoch 0 = zero-shot), ``curves.png``, ``last.pth`` (everything needed to resume) and
-``best.pth`` (weights + configuration of the best epoch by ``best_metric``).
+``best.pth`` (weights + configuration of the best epoch by ``best_metric``); with ``tensorboard``,
+``tensorboard/`` (``reid.tensorboard_log``).
 
 ``config`` is a script's Configuration (see ``train_our_post.py`` for every field and its meaning).
 
@@ -49,6 +50,7 @@ from reid.losses import INITIAL_LOGIT_SCALE, ReidLoss
 from reid.models import build_model
 from reid.plots import plot_training_curves
 from reid.run_folder import claim_run_folder
+from reid.tensorboard_log import TrainingBoard
 from reid.transforms import train_transform
 
 T = TypeVar("T")
@@ -61,7 +63,7 @@ RESUMABLE_FIELDS = frozenset({
     "epochs", "lr", "lr_end", "weight_decay", "scheduler", "warmup_epochs", "gradient_clipping",  # optimisation
     "label_smoothing", "triplet_margin", "prob_flip", "mixed_precision", "grad_checkpointing",  # loss, augmentation, memory
     "rerank", "k1", "k2", "lambda_value", "flip_test", "batch_size_eval", "eval_precision",  # evaluation
-    "data_dir", "num_workers", "device", "verbose", "fast_kernels",  # where and how
+    "data_dir", "num_workers", "device", "verbose", "fast_kernels", "tensorboard",  # where and how
 })
 # Fields that say what one invocation does rather than what the run is.
 ACTION_FIELDS = ("resume", "overwrite")
@@ -131,6 +133,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                                                               overwrite=config.overwrite))
     log = _make_logger(run_dir / "log.txt" if env.is_main else None)
     started = False  # log.txt is written from the header on (a run that fails before leaves no empty log)
+    board: TrainingBoard | None = None
     try:
         seed_everything(config.seed + env.rank)
         if device.type == "cuda":
@@ -186,6 +189,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             save_config(_recorded(config), run_dir / "config.json")
         started = True
         _log_header(log, config, env, device, encoder, criterion, train_df, query_df, gallery_df, len(sampler), start_epoch)
+        if config.tensorboard and env.is_main:
+            board = TrainingBoard(run_dir, model.criterion, batches_per_epoch=len(sampler), resumed=resume_state is not None)
         if changes:
             log.info("changed on resume: %s", ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()))
         for note in folder.notes if env.is_main else []:
@@ -221,6 +226,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             if env.is_main:
                 rows.append({"epoch": 0, **scores, "train_loss": math.nan, "lr": math.nan, "seconds": math.nan})
                 _write_metrics(rows, run_dir)
+                if board is not None:
+                    board.epoch_scores(0, scores)
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
             # train (the loss, gradient norm and buffers checked at every step, every weight at the end)
@@ -229,7 +236,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             try:
                 stats = train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler, amp_dtype=amp_dtype,
                                         gradient_accumulation=config.gradient_accumulation,
-                                        gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main)
+                                        gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main,
+                                        on_step=board.step_logger(epoch) if board is not None else None)
             except NonFiniteError as error:
                 raise failure(str(error)) from None
             seconds = time.perf_counter() - started_at
@@ -242,6 +250,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             if env.is_main:
                 rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds})
                 _write_metrics(rows, run_dir)
+                if board is not None:
+                    board.epoch_scores(epoch, scores, stats["loss"])
                 is_best = scores[config.best_metric] > best["score"]
                 if is_best:
                     best = {"score": scores[config.best_metric], "epoch": epoch}
@@ -267,6 +277,8 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             _log_to_file(log, f"error: {message(error)}")  # without the traceback of a DataLoader worker
         raise
     finally:
+        if board is not None:
+            board.close()
         for handler in list(log.handlers):
             handler.close()
             log.removeHandler(handler)

@@ -21,3 +21,17 @@ def reference_dir(tmp_path_factory) -> Path:
         pytest.fail(f"reference cases incomplete: {', '.join(missing)} missing from {REFERENCE_DIR} "
                     f"(they are part of the repository: restore them with git checkout -- tests/reference)")
     return rebuild(tmp_path_factory.mktemp("reference"))
+
+
+@pytest.fixture(scope="session")
+def twin_data(tmp_path_factory) -> Path:
+    """The small synthetic twin (seed 0) with train_df.csv and challenge_df.csv, drawn once per session;
+    returns data_dir. Read-only for the tests that share it."""
+    from reid.catalog import challenge_frame, training_frame
+    from reid.synthetic import generate_twin
+
+    data_dir = tmp_path_factory.mktemp("twin_data")
+    data_reid = generate_twin(data_dir, "small", seed=0, workers=2, progress=False)
+    training_frame(data_reid).to_csv(data_reid / "train_df.csv", index=False)
+    challenge_frame(data_reid).to_csv(data_reid / "challenge_df.csv", index=False)
+    return data_dir

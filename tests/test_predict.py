@@ -23,7 +23,6 @@ from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import evaluate
 import predict
-from reid.catalog import challenge_frame, training_frame
 from reid.config import parse
 from reid.distance import squared_euclidean
 from reid.engine import save_checkpoint
@@ -33,7 +32,6 @@ from reid.matrices import DistanceMatrix
 from reid.models import build_model
 from reid.evaluation import distance_matrices
 from reid.prediction import choose_queries, model_names, split_frames
-from reid.synthetic import generate_twin
 from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
 from reference_cases import distance_d
 
@@ -55,13 +53,9 @@ def load_script(relative: str):
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> Path:
-    """The small synthetic twin with the CSVs of preprocess_data.py; returns data_dir."""
-    data_dir = tmp_path_factory.mktemp("twin")
-    data_reid = generate_twin(data_dir, "small", seed=0, workers=2, progress=False)
-    training_frame(data_reid).to_csv(data_reid / "train_df.csv", index=False)
-    challenge_frame(data_reid).to_csv(data_reid / "challenge_df.csv", index=False)
-    return data_dir
+def twin(twin_data) -> Path:
+    """The small synthetic twin with the CSVs of preprocess_data.py (drawn once per session); returns data_dir."""
+    return twin_data
 
 
 @pytest.fixture(scope="module")

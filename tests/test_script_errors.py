@@ -141,6 +141,17 @@ def results(tmp_path_factory):
         "name_challenge: text matrix": case("my_py/name_challenge.py", "--data-dir", data, "--matrix", files / "text.pth",
                                             "--output-dir", root / "n"),
         "sim_fuse: missing input": case("my_py/sim_fuse.py", "--inputs", matrix, files / "absent.csv", "--output", root / "f.csv"),
+        "export: missing checkpoint": case("export.py", "--checkpoint", files / "absent.pth", "--output", root / "x.onnx"),
+        "export: text checkpoint": case("export.py", "--checkpoint", files / "text.pth", "--output", root / "x.onnx"),
+        "export: not .onnx": case("export.py", "--checkpoint", good, "--output", root / "x.json"),
+        "search: empty folder": case("search.py", "--checkpoint", good, "--query", files, "--gallery", files, *RUN),
+        "search: missing query": case("search.py", "--checkpoint", good, "--query", nowhere, "--gallery", data, *RUN),
+        "search: unreadable crop": case("search.py", "--checkpoint", good, "--query", bad_image, "--gallery",
+                                        data / "data_reid" / "reid_test" / "gallery", "--output-dir", root / "s", *RUN),
+        "cluster: no training split": case("cluster.py", "--checkpoint", good, "--images", data / "data_reid" / "reid_test",
+                                           "--data-dir", nowhere, "--output-dir", root / "c", *RUN),
+        "cluster: truth columns": case("cluster.py", "--checkpoint", good, "--images", data / "data_reid" / "reid_test",
+                                       "--truth", files / "truth_columns.csv", "--output-dir", root / "c", *RUN),
     }
     out = root / "out.csv"
     for script in ("my_py/sim_fuse.py", "my_py/dissim_fuse.py"):
@@ -254,3 +265,17 @@ def test_non_finite_cells_bad_fusion_flags_and_an_output_over_an_input_are_refus
     assert_error(ran["fortestset: inf"], 2, f"{files / 'inf.csv'}: line 3, column 4: the distance is 'inf'")
     assert not paths["out"].exists()
     assert good.read_bytes() == paths["good_bytes"]
+
+
+def test_using_a_model_elsewhere(results):
+    ran, paths = results
+    files = paths["files"]
+    assert_error(ran["export: missing checkpoint"], 2, f"checkpoint not found: {files / 'absent.pth'}")
+    assert_error(ran["export: text checkpoint"], 2, f"{files / 'text.pth'}: not a readable checkpoint")
+    assert_error(ran["export: not .onnx"], 2, "must end in .onnx")
+    assert_error(ran["search: empty folder"], 2, f"{files}: no images in this folder or its subfolders")
+    assert_error(ran["search: missing query"], 2, f"{paths['nowhere']}: no such file or folder")
+    assert_error(ran["search: unreadable crop"], 1, f"cannot decode image {paths['bad_image']}", max_lines=1)
+    assert_error(ran["cluster: no training split"], 2, f"{paths['nowhere'] / 'data_reid' / 'train_df.csv'} not found",
+                 "--threshold")
+    assert_error(ran["cluster: truth columns"], 2, f"--truth {files / 'truth_columns.csv'}: needs the columns img_id and player")

@@ -26,11 +26,9 @@ import torch
 from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import reid.training as training
-from reid.catalog import training_frame
 from reid.engine import load_checkpoint, load_encoder
 from reid.errors import InputError, RunFailure, run_script
 from reid.run_folder import claim_run_folder
-from reid.synthetic import generate_twin
 from reid.training import parse_training_config, run
 from train_our_post import Configuration
 
@@ -43,12 +41,9 @@ TINY_FLAGS = ["--model", "test_resnet", "--no-pretrained", "--img-size", "24", "
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> Path:
-    """The small synthetic twin with its train_df.csv; returns data_dir."""
-    data_dir = tmp_path_factory.mktemp("twin")
-    data_reid = generate_twin(data_dir, "small", seed=0, workers=2, progress=False)
-    training_frame(data_reid).to_csv(data_reid / "train_df.csv", index=False)
-    return data_dir
+def twin(twin_data) -> Path:
+    """The small synthetic twin with its train_df.csv (drawn once per session); returns data_dir."""
+    return twin_data
 
 
 @pytest.fixture(scope="module")

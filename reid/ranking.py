@@ -1,0 +1,50 @@
+"""Searching new crops: re-ranking settings that fit small sets, and each query's ranked gallery as a table.
+
+The distances themselves come from ``reid.evaluation.distance_matrices`` (raw squared Euclidean, or
+a re-ranking of ``reid.rerank``), the same functions the evaluation uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+RerankName = Literal["none", "classic", "hard_weight"]
+# --rerank names -> the distance names of reid.evaluation.distance_matrices
+DISTANCE_OF = {"none": "raw", "classic": "classic", "hard_weight": "hard"}
+RANKING_COLUMNS = ("query", "rank", "gallery", "distance")
+
+
+def settings_for_sizes(settings: dict, method: RerankName, num_query: int, num_gallery: int) -> tuple[dict, str | None]:
+    """Re-ranking settings {k1, k2, lambda_value} shrunk to what the set sizes allow, and a note saying
+    so (None when unchanged): the neighbour lists hold k1 + 1 of all images (classic) or k1 gallery
+    images (hard-weight), and the query expansion k2 <= k1 of them."""
+    if method == "none":
+        return dict(settings), None
+    largest = num_query + num_gallery - 1 if method == "classic" else num_gallery
+    k1 = max(1, min(int(settings["k1"]), largest))
+    k2 = max(1, min(int(settings["k2"]), k1))
+    if (k1, k2) == (settings["k1"], settings["k2"]):
+        return dict(settings), None
+    return settings | {"k1": k1, "k2": k2}, (f"re-ranking with k1={k1}, k2={k2} instead of k1={settings['k1']}, "
+                                             f"k2={settings['k2']}: only {num_query} queries and {num_gallery} gallery images")
+
+
+def ranked_table(dist: np.ndarray, query_names: Sequence[str], gallery_names: Sequence[str],
+                 topk: int | None = None) -> pd.DataFrame:
+    """dist: (m, n) distances, smaller = closer; a +inf entry is a pair left out (e.g. a crop and itself),
+    NaN (the hard-weight re-ranking's 0 / 0) ranks last. Returns each query's ``topk`` (None = all)
+    nearest gallery crops, nearest first, as rows ``query, rank, gallery, distance`` (rank from 1;
+    ties keep the gallery order)."""
+    dist = np.asarray(dist)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :topk]  # (m, k)
+    values = np.take_along_axis(dist, order, axis=1)
+    kept = ~np.isposinf(values)  # (m, k)
+    rows, columns = np.nonzero(kept)
+    ranks = np.cumsum(kept, axis=1)[rows, columns]
+    return pd.DataFrame({"query": np.asarray(query_names, dtype=object)[rows], "rank": ranks,
+                         "gallery": np.asarray(gallery_names, dtype=object)[order[rows, columns]],
+                         "distance": values[rows, columns]}, columns=list(RANKING_COLUMNS))
