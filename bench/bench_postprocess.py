@@ -85,7 +85,7 @@ def main(config: Configuration) -> None:
             with context.Pool(1) as pool:
                 seconds, extra_mb = pool.apply(_measure, (step, str(folder), config.threads))
             rows.append((step, seconds, extra_mb))
-            print(f"  {step:<12} {seconds:8.2f} s  {extra_mb:8.0f} MB")
+            print(f"  {step:<16} {seconds:8.2f} s  {extra_mb:8.0f} MB")
     _print_table(config, rows)
 
 

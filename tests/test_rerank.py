@@ -53,6 +53,18 @@ def test_classic_equals_plain_dense_version(front_end, seed, k1, k2, lambda_valu
     assert np.abs(got - expected).max() <= 1e-6
 
 
+def test_classic_reads_asymmetric_matrices_by_column_as_published():
+    # the published code normalises the columns of [[qq, qg], [qg^T, gg]] and transposes: with
+    # asymmetric qq / gg, row i of its working distance is column i, not row i
+    q, g = _clustered(4, duplicates=False)
+    rng = np.random.default_rng(4)
+    qg, qq, gg = squared_euclidean(q, g), squared_euclidean(q, q), squared_euclidean(g, g)
+    qq, gg = (d + rng.uniform(0, 0.2, d.shape).astype(np.float32) for d in (qq, gg))
+    expected = plain_classic(qg, qq, gg, 20, 6, 0.3)
+    assert np.abs(classic(qg, qq, gg) - expected).max() <= 1e-6
+    assert np.abs(classic(qg, qq.T.copy(), gg.T.copy()) - expected).max() > 1e-3  # the reading matters here
+
+
 @pytest.mark.parametrize("front_end", HARD_WEIGHT_FRONT_ENDS)
 @pytest.mark.parametrize("seed, k1, k2, threshold", [(0, 20, 6, 2 / 3), (1, 10, 4, 2 / 3), (2, 8, 3, 0.5), (3, 20, 6, 0.9)])
 def test_hard_weight_equals_plain_dense_version(front_end, seed, k1, k2, threshold):

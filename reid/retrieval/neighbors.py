@@ -88,20 +88,44 @@ def symmetric_distance_blocks(features: torch.Tensor, block_size: int | None = N
     """The whole (N, N) squared Euclidean distance of ``features`` (N, d), block by block, computing half.
 
     Yields ``(row_start, col_start, block)`` covering the matrix once (blocks are the caller's to
-    modify); each block on or above the diagonal is computed, the one below is its transpose (D is symmetric bit for bit on the CPU:
-    the norms are added in either order and the matmul sums each product in the same order).
+    modify, until they ask for the next one); each block on or above the diagonal is computed, the one
+    below is its transpose (D is symmetric bit for bit on the CPU: the norms are added in either order
+    and the matmul sums each product in the same order).
     block_size: side of the square blocks (default: ``BLOCK_ELEMENTS`` entries; at least 64).
     """
     side = max(MIN_BLOCK_ROWS, block_size or math.isqrt(BLOCK_ELEMENTS))
     blocks = square_blocks(features.shape[0], side)
     norms = features.pow(2).sum(dim=1)  # (N,)
+    scratch = Scratch()
     for i, (r0, r1) in enumerate(blocks):
         for c0, c1 in blocks[i:]:
             dist = squared_euclidean(features[r0:r1], features[c0:c1], y_squared_norms=norms[c0:c1])
-            mirror = dist.t().contiguous() if c0 != r0 else None  # taken first: callers may modify dist
+            mirror = scratch.transposed(dist) if c0 != r0 else None  # taken first: callers may modify dist
             yield r0, c0, dist
             if mirror is not None:
                 yield c0, r0, mirror
+
+
+class Scratch:
+    """One reused buffer for the many same-sized temporary blocks of a pass.
+
+    A fresh large tensor is fresh memory (on Linux, mapped and zeroed by the kernel page by page: about
+    a sixth of a pass's time when every block is new); reusing one buffer pays that once.
+    """
+
+    def __init__(self):
+        self.buffer: torch.Tensor | None = None
+
+    def copy(self, block: torch.Tensor) -> torch.Tensor:
+        """A contiguous copy of ``block`` in the buffer (valid until the next call)."""
+        count = block.numel()
+        if self.buffer is None or self.buffer.numel() < count or self.buffer.device != block.device:
+            self.buffer = torch.empty(count, dtype=torch.float32, device=block.device)
+        return self.buffer[:count].view(block.shape).copy_(block)
+
+    def transposed(self, block: torch.Tensor) -> torch.Tensor:
+        """``block.t()``, contiguous, in the buffer (valid until the next call)."""
+        return self.copy(block.t())
 
 
 class RunningSmallest:

@@ -4,7 +4,8 @@ Both re-ranking engines (``reid.retrieval.classic``, ``reid.retrieval.hard_weigh
 distance W between the stacked images [queries; gallery] (N = m + n), through four questions that a
 source answers:
 
-- ``tiles()``: W once, as blocks ``(row_start, col_start, (b, c) block)`` (the caller may modify them);
+- ``tiles()``: W once, as blocks ``(row_start, col_start, (b, c) block)`` (the caller may modify each
+  one until it asks for the next);
 - ``rows(indices)``: a few whole rows of W, ``(indices (b,), (b, N) rows)`` (the caller may modify them);
 - ``entries(rows, cols)``: single entries ``W[rows[j], cols[j]]``;
 - ``query_gallery_blocks()``: ``W[:m, m:]`` in consecutive query blocks ``(start, (b, n) block)``
@@ -26,7 +27,7 @@ from typing import Protocol
 import torch
 
 from reid.distance import ArrayLike, as_tensor
-from reid.retrieval.neighbors import block_rows_for, distance_blocks, full_rows, stack_features, symmetric_distance_blocks
+from reid.retrieval.neighbors import Scratch, block_rows_for, distance_blocks, full_rows, stack_features, symmetric_distance_blocks
 
 Block = tuple[int, torch.Tensor]
 
@@ -113,13 +114,13 @@ class MatrixDistances:
     def tiles(self) -> Iterator[tuple[int, int, torch.Tensor]]:
         # Columns of the block matrix are rows of W: a block of its rows, transposed, is a tile of W
         # with every row (transposing whole rows is several times faster than a column slice).
-        m = self.num_query
+        m, scratch = self.num_query, Scratch()
         for matrix, row_start, col_start in ((self.qq, 0, 0), (self.qg, m, 0), (self.gg, m, m)):
             rows = block_rows_for(matrix.shape[1], self.block_size)
             for start in range(0, matrix.shape[0], rows):
-                yield row_start, col_start + start, matrix[start:start + rows].t().contiguous()  # (width, b)
+                yield row_start, col_start + start, scratch.transposed(matrix[start:start + rows])  # (width, b)
         for start in range(0, m, self.block):
-            yield start, m, self.qg[start:start + self.block].clone()  # (b, n): query rows, gallery columns
+            yield start, m, scratch.copy(self.qg[start:start + self.block])  # (b, n): query rows, gallery columns
 
     def rows(self, indices: torch.Tensor) -> Iterator[Block]:
         m = self.num_query
