@@ -8,14 +8,15 @@ columns (``distance_blocks``), or, for the N x N matrix of one set against itsel
 and above the diagonal, the others being their transposes (``symmetric_distance_blocks``: half the
 matmul), with per-row lists merged block by block (``RunningSmallest``).
 
-Bit-exactness with the dense path: BLAS (MKL/OpenBLAS on the CPU) computes each entry of a matmul
-with the same arithmetic whatever the shape of the call, *except* for very thin calls (fewer than
-~16 rows take a matrix-vector path with another summation order). Blocks are therefore never thin
+Bit-exactness with the dense matrices (``squared_euclidean`` of whole sets, as published): BLAS
+(MKL/OpenBLAS on the CPU) computes each entry of a matmul with the same arithmetic whatever the shape
+of the call, *except* for very thin calls (fewer than ~16 rows take a matrix-vector path with another
+summation order). Blocks are therefore never thin
 (``row_blocks`` shifts the last block back, ``square_blocks`` lets it take the remainder,
 ``full_rows`` pads). With that, distances here are bit-identical to the dense matrices on the CPU
 (checked in the tests) and so are the neighbour lists: rows whose lists hold an exact tie
 (duplicate images) are redone on their full row, where ``torch.topk`` (or numpy's ``argsort``)
-orders them as the dense code does. On CUDA, cuBLAS may pick shape-dependent kernels: distances
+orders them as the published code does. On CUDA, cuBLAS may pick shape-dependent kernels: distances
 then agree to ~1e-7.
 """
 
@@ -70,7 +71,7 @@ def distance_blocks(rows: torch.Tensor, cols: torch.Tensor, block_size: int | No
 def smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` smallest entries of each row, ascending: ``(values (r, k), indices (r, k) int64)``.
 
-    ``torch.topk(largest=False, sorted=True)``, as the dense code: exact ties keep torch's order.
+    ``torch.topk(largest=False, sorted=True)``, as the published code: exact ties keep torch's order.
     """
     return torch.topk(values, min(k, values.shape[1]), dim=1, largest=False, sorted=True)
 
