@@ -169,7 +169,7 @@ def _as_input(blocks: Iterable[Block], like: ArrayLike, shape: tuple[int, int]) 
 
 
 def _check_arguments(k1: int, k2: int, topk: int | None = None, gallery_feats: ArrayLike | None = None) -> None:
-    if k1 < 2 or not 1 <= k2 <= k1:
-        raise ValueError(f"need k1 >= 2 and 1 <= k2 <= k1, got k1={k1}, k2={k2}")
+    if k1 < 1 or not 1 <= k2 <= k1:
+        raise ValueError(f"need k1 >= 1 and 1 <= k2 <= k1, got k1={k1}, k2={k2}")
     if topk is not None and not 1 <= topk <= len(gallery_feats):
         raise ValueError(f"topk must be in [1, {len(gallery_feats)}] (the gallery size), got {topk}")
