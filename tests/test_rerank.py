@@ -136,6 +136,17 @@ def test_noisy_clusters_equal_the_plain_versions(seed):
     np.testing.assert_allclose(hard, plain_hard_weight(q, g, k1, k2, lam), rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.parametrize("k1, k2", [(1, 1), (2, 1), (2, 2)])
+def test_smallest_neighbourhoods_equal_the_plain_versions(k1, k2):
+    # search.py shrinks k1 to what tiny sets allow; with k1 = 1 hard-weight's gallery expansion has no
+    # neighbours and gives 0 / 0 = NaN everywhere, as published
+    q, g = _case(11, 3, 1, 13, 8, 1.5)
+    np.testing.assert_allclose(classic_from_features(q, g, k1=k1, k2=k2), _plain_classic(q, g, k1=k1, k2=k2), rtol=0, atol=TOLERANCE)
+    got, expected = hard_weight_from_features(q, g, k1=k1, k2=k2), plain_hard_weight(q, g, k1, k2)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=0, atol=TOLERANCE)
+
+
 def test_exact_duplicates_are_ranked_as_the_published_code_ranks_them():
     # 120 gallery images appear twice and 5 queries are copies of gallery images: exact distance
     # ties. Classic orders tied rows with numpy's argsort as the published code (a plain torch.topk
