@@ -68,8 +68,6 @@ class Configuration:
     """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
     lambda_value: float | None = None
     """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
-    dense_rerank_limit: int = 12_000
-    """Re-ranking: most images (queries + gallery) for the dense path; above it the sparse one (same numbers, no N x N matrix)."""
     ranklist_queries: int = 6
     """Queries shown in ranklist.png (0 = no picture)."""
     ranklist_choice: Literal["spread", "hardest"] = "spread"
@@ -122,8 +120,7 @@ def main(config: Configuration) -> dict[str, float]:
 
     # distances and scores
     distances = ("raw", "classic", "hard") if config.rerank else ("raw",)
-    matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], distances, **settings,
-                                 dense_threshold=config.dense_rerank_limit)
+    matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], distances, **settings)
     scores = score_matrices(matrices, query["player"], gallery["player"])
     print(format_scores(scores))
 

@@ -73,8 +73,6 @@ class Configuration:
     """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
     lambda_value: float | None = None
     """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
-    dense_rerank_limit: int = 12_000
-    """Re-ranking: most images (queries + gallery) for the dense path; above it the sparse one (same numbers, no N x N matrix)."""
     save_features: bool = True
     """Write <model>/features_<split>.npz (for my_py/plot_fea.py and my_py/cal_feadist.py)."""
     batch_size: int = 64
@@ -127,8 +125,7 @@ def main(config: Configuration) -> None:
                     config.output_dir / name / f"features_{split}.npz")
             # distance matrices, written in the submission format
             on_device = torch.from_numpy(features).to(device) if device.type == "cuda" else features
-            matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], config.distances, **settings,
-                                         dense_threshold=config.dense_rerank_limit)
+            matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], config.distances, **settings)
             for distance, values in matrices.items():
                 matrix = split_matrix(values, query, gallery)
                 matrix.write_csv(config.output_dir / name / f"{split}_{distance}.csv")

@@ -3,6 +3,7 @@
     python bench/bench_postprocess.py                       # 618 queries x 9,505 gallery, all steps
     python bench/bench_postprocess.py --threads 1           # torch on one thread (a busy shared machine)
     python bench/bench_postprocess.py --queries 100 --gallery 1500 --steps classic metrics
+    python bench/bench_postprocess.py --steps classic classic_features hard_weight --check-queries 0   # re-ranking only
 
 Synthetic clustered features: one query per player and about gallery / queries gallery images per
 player (15-16 at the challenge size), each image = player centre + Gaussian noise, L2-normalised.
@@ -29,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from reid.config import parse  # noqa: E402
 
-STEPS = ("classic", "hard_weight", "metrics", "evaluate", "write_csv", "read_csv", "dissim_fuse", "sim_fuse")
+STEPS = ("classic", "classic_features", "hard_weight", "metrics", "evaluate", "write_csv", "read_csv", "dissim_fuse", "sim_fuse")
 # Published implementation on this machine (2 CPU threads), as measured for issue 4, in seconds.
 PUBLISHED = {"classic": 17.0, "hard_weight": 274.0, "metrics": 42.0, "dissim_fuse": 33.0}
 TARGETS = {"classic": 1.7, "hard_weight": 5.0, "metrics": 2.0, "dissim_fuse": 3.3}
 WHAT = {
     "classic": "rerank.classic(qg, qq, gg), k1 20, k2 6, lambda 0.3",
+    "classic_features": "rerank.classic_from_features(q, g), the same from features",
     "hard_weight": "rerank.hard_weight(q, g), k1 20, k2 6, lambda 0.7",
     "metrics": "mean_ap + cmc x 3 configs (separate calls, as published)",
     "evaluate": "metrics.evaluate: mAP, mINP, 3 CMC with one sort",
@@ -60,7 +62,7 @@ class Configuration:
     threads: int | None = None
     """torch threads in each step's process; None = torch's default."""
     steps: tuple[str, ...] = STEPS
-    """Steps to time, among: classic hard_weight metrics evaluate write_csv read_csv dissim_fuse sim_fuse."""
+    """Steps to time, among: classic classic_features hard_weight metrics evaluate write_csv read_csv dissim_fuse sim_fuse."""
     check_queries: int = 60
     """Queries of the subset on which the fast functions are compared with the plain ones (0 = skip)."""
     check_gallery: int = 900
@@ -83,7 +85,7 @@ def main(config: Configuration) -> None:
             with context.Pool(1) as pool:
                 seconds, extra_mb = pool.apply(_measure, (step, str(folder), config.threads))
             rows.append((step, seconds, extra_mb))
-            print(f"  {step:<12} {seconds:8.2f} s  {extra_mb:8.0f} MB")
+            print(f"  {step:<16} {seconds:8.2f} s  {extra_mb:8.0f} MB")
     _print_table(config, rows)
 
 
@@ -116,9 +118,10 @@ def _write_inputs(config: Configuration, folder: Path) -> None:
 
 def _check_equal(config: Configuration, folder: Path) -> None:
     """Fast vs plain on a subset (plain dense code is too slow at full size); fused files vs memory."""
-    from reid import metrics, rerank
+    from reid import metrics
     from reid.fusion import dissimilarity_fusion
     from reid.matrices import DistanceMatrix
+    from reid.retrieval import rerank
     from tests.plain_postprocess import plain_classic, plain_hard_weight, plain_scores
 
     q, g = np.load(folder / "q.npy"), np.load(folder / "g.npy")
@@ -130,7 +133,9 @@ def _check_equal(config: Configuration, folder: Path) -> None:
 
     qg, qq, gg = squared_euclidean(q, g), squared_euclidean(q, q), squared_euclidean(g, g)
     start = time.perf_counter()
-    classic_gap = np.abs(rerank.classic(qg, qq, gg) - plain_classic(qg, qq, gg)).max()
+    expected_classic = plain_classic(qg, qq, gg)
+    classic_gap = max(np.abs(rerank.classic(qg, qq, gg) - expected_classic).max(),
+                      np.abs(rerank.classic_from_features(q, g) - expected_classic).max())
     hard_gap = np.nanmax(np.abs(rerank.hard_weight(q, g) - plain_hard_weight(q, g)))
     cams = (np.zeros(len(q), np.int64), np.ones(len(g), np.int64))
     np.random.seed(0)
@@ -152,9 +157,10 @@ def _measure(step: str, folder: str, threads: int | None) -> tuple[float, float]
     """Run one step in this (fresh) process: (wall seconds, peak RSS in MB above the loaded inputs)."""
     import torch
 
-    from reid import metrics, rerank
+    from reid import metrics
     from reid.fusion import dissimilarity_fusion, similarity_fusion
     from reid.matrices import DistanceMatrix
+    from reid.retrieval import rerank
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -164,6 +170,7 @@ def _measure(step: str, folder: str, threads: int | None) -> tuple[float, float]
     models = [folder / f"model{k}.csv" for k in range(3)]
     inputs = {
         "classic": lambda: (load("qg"), load("qq"), load("gg")),
+        "classic_features": lambda: (load("q"), load("g")),
         "hard_weight": lambda: (load("q"), load("g")),
         "metrics": lambda: (load("qg"),),
         "evaluate": lambda: (load("qg"),),
@@ -183,6 +190,7 @@ def _measure(step: str, folder: str, threads: int | None) -> tuple[float, float]
 
     action = {
         "classic": lambda: rerank.classic(*inputs),
+        "classic_features": lambda: rerank.classic_from_features(*inputs),
         "hard_weight": lambda: rerank.hard_weight(*inputs),
         "metrics": lambda: run_metrics(*inputs),
         "evaluate": lambda: metrics.evaluate(inputs[0], query_ids, gallery_ids),

@@ -2,7 +2,7 @@
 
 Shared logic of the stage scripts (``download_data.py``, ``preprocess_data.py``, ``train_our_post.py``,
 ``evaluate.py``, ``predict.py``, ``predict_fortestset.py``, ``export.py``, ``search.py``, ``cluster.py``,
-``my_py/*.py``). One job per module; the maths modules (``distance``, ``rerank``, ``fusion``,
+``my_py/*.py``). One job per module; the maths modules (``distance``, ``retrieval``, ``fusion``,
 ``metrics``) are pure: arrays in, arrays out.
 
 For other programs: ``reid.load_encoder(checkpoint)`` returns a ``reid.inference.ReidEncoder`` whose

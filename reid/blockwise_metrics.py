@@ -2,7 +2,7 @@
 
 ``reid.metrics`` ranks a query block at a time; this module feeds it rows that are never held all
 at once: raw distances computed from features block by block (``evaluate_features``), re-ranked
-blocks as ``reid.rerank.classic_blocks`` / ``hard_weight_blocks`` produce them (``evaluate_blocks``),
+blocks as ``reid.retrieval.rerank.classic_blocks`` / ``hard_weight_blocks`` produce them (``evaluate_blocks``),
 or each query's top-K list (``evaluate_topk``). Memory beyond the inputs: a few (block,
 num_gallery) blocks (the next ones are computed and sorted in a worker thread meanwhile). The per-query maths is ``reid.metrics``'s (AP, INP, CMC hits), so the numbers are the same as
 ``reid.metrics.evaluate`` on the full matrix (exactly, for the same rows; the cuhk03 draws come in
@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from reid.distance import as_tensor
+from reid.distance import ArrayLike, as_tensor
 from reid.metrics import (
     RankedGallery,
     Scores,
@@ -31,7 +31,7 @@ from reid.metrics import (
     inverse_negative_penalty,
     ranked_blocks,
 )
-from reid.neighbors import ArrayLike, distance_blocks
+from reid.retrieval.neighbors import distance_blocks
 
 Array = np.ndarray | torch.Tensor
 T = TypeVar("T")
@@ -107,7 +107,7 @@ def evaluate_topk(indices: ArrayLike, distances: ArrayLike, query_ids, gallery_i
                   topk: int = 100) -> TopkScores:
     """Scores from top-K lists: ``indices`` (m, K) gallery columns, ``distances`` (m, K) ascending.
 
-    The form ``reid.rerank.classic_from_features(..., topk=K)`` returns. CMC curves have
+    The form ``reid.retrieval.rerank.classic_from_features(..., topk=K)`` returns. CMC curves have
     ``min(topk, K)`` entries (market1501 and allshots; see ``TopkScores`` for exactness).
     """
     indices, distances = _numpy(indices).astype(np.int64), _numpy(distances)

@@ -3,7 +3,7 @@
 Every crop of the set is both a query and a gallery image. ``within_set_distances`` gives the (N, N)
 distance among them: squared Euclidean (``raw``) or the k-reciprocal Jaccard distance (``jaccard``),
 the classic re-ranking with lambda 1 computed over the set itself, as clustering-based re-ID uses it
-(SpCL, cluster-contrast: DBSCAN on this distance). The re-ranking engine (``reid.rerank``) takes a
+(SpCL, cluster-contrast: DBSCAN on this distance). The re-ranking engine (``reid.retrieval.rerank``) takes a
 query set and a disjoint gallery set and builds its neighbourhoods over their union; in the classic
 variant the Jaccard distance of two images depends only on that union (the k-reciprocal sets and the
 query expansion are built for every image alike) and is symmetric. So the full matrix comes from the
@@ -26,16 +26,15 @@ from typing import Literal
 
 import numpy as np
 
-from reid import rerank
 from reid.distance import ArrayLike, squared_euclidean
+from reid.retrieval import rerank
 
 ClusterMethod = Literal["agglomerative", "dbscan"]
 WithinDistance = Literal["jaccard", "raw"]
 Linkage = Literal["average", "complete", "single"]
 
 
-def within_set_distances(features: ArrayLike, distance: WithinDistance = "jaccard", k1: int = 20, k2: int = 6,
-                         dense_threshold: int = rerank.DENSE_THRESHOLD) -> np.ndarray:
+def within_set_distances(features: ArrayLike, distance: WithinDistance = "jaccard", k1: int = 20, k2: int = 6) -> np.ndarray:
     """(N, D) L2-normalised features -> (N, N) float32 distances among them, symmetric, zero diagonal.
 
     ``raw``: squared Euclidean, in [0, 4]. ``jaccard``: the k-reciprocal Jaccard distance over the set
@@ -54,7 +53,7 @@ def within_set_distances(features: ArrayLike, distance: WithinDistance = "jaccar
             upper = (index >> bit) & 1 == 1
             first, second = index[~upper], index[upper]
             block = rerank.rerank(features[first], features[second], "classic", k1=k1, k2=min(k2, k1),
-                                  lambda_value=1.0, dense_threshold=dense_threshold)  # (|first|, |second|)
+                                  lambda_value=1.0)  # (|first|, |second|)
             dist[np.ix_(first, second)] = block
             dist[np.ix_(second, first)] = block.T
     else:

@@ -2,7 +2,7 @@
 
 Used after every training epoch and by ``evaluate.py``. Distances are squared Euclidean between
 L2-normalised float32 features (``reid.distance.squared_euclidean``); the re-rankings are those of
-``reid.rerank`` with the published settings (k1 20, k2 6, lambda 0.7 for both); rank-k is the
+``reid.retrieval.rerank`` with the published settings (k1 20, k2 6, lambda 0.7 for both); rank-k is the
 market1501 CMC (first true match). As in the published evaluation, queries have camera 0 and
 gallery images camera 1, so no gallery image is excluded.
 """
@@ -20,12 +20,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from reid import metrics, rerank
+from reid import metrics
 from reid.data import ImageDataset, image_paths
 from reid.distance import ArrayLike, squared_euclidean
 from reid.engine import extract_features
 from reid.errors import InputError
 from reid.models import Encoder
+from reid.retrieval import rerank
 from reid.transforms import eval_transform
 
 DistanceName = Literal["raw", "classic", "hard"]
@@ -48,20 +49,19 @@ def score_distances(dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.nda
 
 
 def distance_matrices(query_feats: ArrayLike, gallery_feats: ArrayLike, distances: Sequence[DistanceName] = DISTANCES,
-                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7,
-                      dense_threshold: int = rerank.DENSE_THRESHOLD) -> dict[str, np.ndarray]:
+                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7) -> dict[str, np.ndarray]:
     """{distance name: (num_query, num_gallery) float32 numpy} for each name of ``distances``.
 
     query_feats: (m, D), gallery_feats: (n, D) L2-normalised float32 (numpy or torch; a CUDA tensor
     computes on the GPU). ``raw`` = squared Euclidean; ``classic`` = k-reciprocal re-ranking (from the
     squared Euclidean qg / qq / gg distances); ``hard`` = the paper's hard-weight re-ranking (from the
-    features), both with k1, k2, lambda_value. Above ``dense_threshold`` images (m + n) the
-    re-rankings take the sparse path (``reid.rerank.rerank``: same numbers within 1e-5, no N x N matrix).
+    features), both with k1, k2, lambda_value, computed from the features blockwise
+    (``reid.retrieval.rerank.rerank``: no N x N matrix, where the features are).
     """
     unknown = sorted(set(distances) - set(DISTANCES))
     if unknown:
         raise ValueError(f"unknown distance(s) {unknown}; expected some of {DISTANCES}")
-    settings = {"k1": k1, "k2": k2, "lambda_value": lambda_value, "dense_threshold": dense_threshold}
+    settings = {"k1": k1, "k2": k2, "lambda_value": lambda_value}
     compute = {
         "raw": lambda: squared_euclidean(query_feats, gallery_feats),
         "classic": lambda: rerank.rerank(query_feats, gallery_feats, "classic", **settings),
@@ -87,16 +87,14 @@ def score_matrices(matrices: dict[str, np.ndarray], query_ids: np.ndarray, galle
 
 
 def evaluate_features(query_feats: ArrayLike, gallery_feats: ArrayLike, query_ids: np.ndarray, gallery_ids: np.ndarray,
-                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7, rerank_distances: bool = True,
-                      dense_threshold: int = rerank.DENSE_THRESHOLD) -> dict[str, float]:
+                      k1: int = 20, k2: int = 6, lambda_value: float = 0.7, rerank_distances: bool = True) -> dict[str, float]:
     """Scores of one feature set: every key ``<score>_<distance>`` (``map_raw``, ``rank1_classic``, ``minp_hard``, ...).
 
     query_feats: (m, D), gallery_feats: (n, D) L2-normalised float32; ids: (m,), (n,) player ids.
     Distances as ``distance_matrices``; rerank_distances=False: raw scores only (re-ranked ones NaN).
     """
     names = DISTANCES if rerank_distances else ("raw",)
-    matrices = distance_matrices(query_feats, gallery_feats, names, k1=k1, k2=k2, lambda_value=lambda_value,
-                                 dense_threshold=dense_threshold)
+    matrices = distance_matrices(query_feats, gallery_feats, names, k1=k1, k2=k2, lambda_value=lambda_value)
     return complete_scores(score_matrices(matrices, query_ids, gallery_ids))
 
 

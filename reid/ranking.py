@@ -1,7 +1,7 @@
 """Searching new crops: re-ranking settings that fit small sets, and each query's ranked gallery as a table.
 
 The distances themselves come from ``reid.evaluation.distance_matrices`` (raw squared Euclidean, or
-a re-ranking of ``reid.rerank``), the same functions the evaluation uses.
+a re-ranking of ``reid.retrieval.rerank``), the same functions the evaluation uses.
 """
 
 from __future__ import annotations

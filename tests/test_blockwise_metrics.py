@@ -9,7 +9,7 @@ import torch
 from reid.blockwise_metrics import evaluate_blocks, evaluate_features, evaluate_topk
 from reid.distance import squared_euclidean
 from reid.metrics import evaluate
-from reid.rerank import classic_blocks, classic_from_features
+from reid.retrieval.rerank import classic_blocks, classic_from_features
 from reid.synthetic_features import clustered_features
 
 

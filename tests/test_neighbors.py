@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reid.distance import squared_euclidean
-from reid.neighbors import distance_blocks, knn, reciprocal_mask, square_blocks, symmetric_distance_blocks
+from reid.retrieval.neighbors import distance_blocks, knn, reciprocal_mask, square_blocks, symmetric_distance_blocks
 from reid.synthetic_features import clustered_features
 
 

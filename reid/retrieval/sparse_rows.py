@@ -1,5 +1,5 @@
-"""Sparse row sets and the two sparse operations the re-rankings need: sequential row means and
-the sum of element-wise minima between two sets of sparse rows.
+"""Sparse row sets and the sparse operations the re-rankings need: row means (plain, and the
+in-place sequential ones), and the sum of element-wise minima between two sets of sparse rows.
 
 Rows are ``scipy.sparse.csr_matrix`` float32 on the CPU (they hold O(N k) entries); the
 minimum-overlap join runs in torch on the re-ranking's device because its work grows with
@@ -25,6 +25,18 @@ def sets_to_csr(owners: np.ndarray, members: np.ndarray, shape: tuple[int, int])
     out = sp.csr_matrix((ones, (owners[keep], members[keep])), shape=shape)
     out.sum_duplicates()
     out.data[:] = 1.0
+    return out
+
+
+def neighbour_mean(rows: sp.csr_matrix, neighbours: np.ndarray) -> sp.csr_matrix:
+    """``new[i] = mean of old rows neighbours[i, :]`` (all from the old rows, not in place); float32 csr.
+
+    rows: (r, c) csr; neighbours: (s, k) int indices of rows. Returns (s, c).
+    """
+    owners = np.repeat(np.arange(neighbours.shape[0]), neighbours.shape[1])
+    links = sp.csr_matrix((np.ones(owners.shape[0], np.float32), (owners, neighbours.ravel())), shape=(neighbours.shape[0], rows.shape[0]))
+    out = sp.csr_matrix(links @ rows, dtype=np.float32)
+    out.data /= np.float32(neighbours.shape[1])
     return out
 
 

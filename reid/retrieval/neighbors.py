@@ -1,21 +1,22 @@
 """Blockwise nearest-neighbour search and reciprocal-neighbour masks, never holding an N x N matrix.
 
-The re-rankings in ``reid.rerank`` only look at each image's few nearest neighbours, plus a few
-whole-row quantities (a row maximum, a row L2 norm). This module computes both by walking the
-distance matrix in blocks computed with ``reid.distance.squared_euclidean`` (torch matmul, CPU or
-CUDA), each reduced to ``topk`` lists and row statistics, then dropped: row blocks against all
+The re-rankings (``reid.retrieval.classic``, ``reid.retrieval.hard_weight``) only look at each image's
+few nearest neighbours, plus a few whole-row quantities (a row maximum, a row L2 norm). They get both
+by walking the distance matrix in blocks computed with ``reid.distance.squared_euclidean`` (torch
+matmul, CPU or CUDA), each reduced to ``topk`` lists and row statistics, then dropped: row blocks against all
 columns (``distance_blocks``), or, for the N x N matrix of one set against itself, only the blocks on
 and above the diagonal, the others being their transposes (``symmetric_distance_blocks``: half the
 matmul), with per-row lists merged block by block (``RunningSmallest``).
 
-Bit-exactness with the dense path: BLAS (MKL/OpenBLAS on the CPU) computes each entry of a matmul
-with the same arithmetic whatever the shape of the call, *except* for very thin calls (fewer than
-~16 rows take a matrix-vector path with another summation order). Blocks are therefore never thin
+Bit-exactness with the dense matrices (``squared_euclidean`` of whole sets, as published): BLAS
+(MKL/OpenBLAS on the CPU) computes each entry of a matmul with the same arithmetic whatever the shape
+of the call, *except* for very thin calls (fewer than ~16 rows take a matrix-vector path with another
+summation order). Blocks are therefore never thin
 (``row_blocks`` shifts the last block back, ``square_blocks`` lets it take the remainder,
 ``full_rows`` pads). With that, distances here are bit-identical to the dense matrices on the CPU
 (checked in the tests) and so are the neighbour lists: rows whose lists hold an exact tie
 (duplicate images) are redone on their full row, where ``torch.topk`` (or numpy's ``argsort``)
-orders them as the dense code does. On CUDA, cuBLAS may pick shape-dependent kernels: distances
+orders them as the published code does. On CUDA, cuBLAS may pick shape-dependent kernels: distances
 then agree to ~1e-7.
 """
 
@@ -27,9 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from reid.distance import as_tensor, squared_euclidean
-
-ArrayLike = np.ndarray | torch.Tensor
+from reid.distance import ArrayLike, as_tensor, squared_euclidean
 
 BLOCK_ELEMENTS = 1 << 24
 """Default distance-block budget: 16 Mi float32 entries (64 MiB) per block."""
@@ -72,7 +71,7 @@ def distance_blocks(rows: torch.Tensor, cols: torch.Tensor, block_size: int | No
 def smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` smallest entries of each row, ascending: ``(values (r, k), indices (r, k) int64)``.
 
-    ``torch.topk(largest=False, sorted=True)``, as the dense code: exact ties keep torch's order.
+    ``torch.topk(largest=False, sorted=True)``, as the published code: exact ties keep torch's order.
     """
     return torch.topk(values, min(k, values.shape[1]), dim=1, largest=False, sorted=True)
 
@@ -90,20 +89,44 @@ def symmetric_distance_blocks(features: torch.Tensor, block_size: int | None = N
     """The whole (N, N) squared Euclidean distance of ``features`` (N, d), block by block, computing half.
 
     Yields ``(row_start, col_start, block)`` covering the matrix once (blocks are the caller's to
-    modify); each block on or above the diagonal is computed, the one below is its transpose (D is symmetric bit for bit on the CPU:
-    the norms are added in either order and the matmul sums each product in the same order).
+    modify, until they ask for the next one); each block on or above the diagonal is computed, the one
+    below is its transpose (D is symmetric bit for bit on the CPU: the norms are added in either order
+    and the matmul sums each product in the same order).
     block_size: side of the square blocks (default: ``BLOCK_ELEMENTS`` entries; at least 64).
     """
     side = max(MIN_BLOCK_ROWS, block_size or math.isqrt(BLOCK_ELEMENTS))
     blocks = square_blocks(features.shape[0], side)
     norms = features.pow(2).sum(dim=1)  # (N,)
+    scratch = Scratch()
     for i, (r0, r1) in enumerate(blocks):
         for c0, c1 in blocks[i:]:
             dist = squared_euclidean(features[r0:r1], features[c0:c1], y_squared_norms=norms[c0:c1])
-            mirror = dist.t().contiguous() if c0 != r0 else None  # taken first: callers may modify dist
+            mirror = scratch.transposed(dist) if c0 != r0 else None  # taken first: callers may modify dist
             yield r0, c0, dist
             if mirror is not None:
                 yield c0, r0, mirror
+
+
+class Scratch:
+    """One reused buffer for the many same-sized temporary blocks of a pass.
+
+    A fresh large tensor is fresh memory (on Linux, mapped and zeroed by the kernel page by page: about
+    a sixth of a pass's time when every block is new); reusing one buffer pays that once.
+    """
+
+    def __init__(self):
+        self.buffer: torch.Tensor | None = None
+
+    def copy(self, block: torch.Tensor) -> torch.Tensor:
+        """A contiguous copy of ``block`` in the buffer (valid until the next call)."""
+        count = block.numel()
+        if self.buffer is None or self.buffer.numel() < count or self.buffer.device != block.device:
+            self.buffer = torch.empty(count, dtype=torch.float32, device=block.device)
+        return self.buffer[:count].view(block.shape).copy_(block)
+
+    def transposed(self, block: torch.Tensor) -> torch.Tensor:
+        """``block.t()``, contiguous, in the buffer (valid until the next call)."""
+        return self.copy(block.t())
 
 
 class RunningSmallest:
