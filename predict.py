@@ -29,14 +29,17 @@ from typing import Literal
 import pandas as pd
 import torch
 
-from reid.config import save_config
-from reid.engine import Precision, autocast_dtype, load_encoder
+from reid.config import Precision, TrainingConfig, save_config
+from reid.devices import resolve_device
+from reid.engine import autocast_dtype, load_encoder
 from reid.errors import InputError, run_script
-from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
-from reid.evaluation import check_finite_features
 from reid.features import FeatureSet
-from reid.fusion import similarity_fusion
-from reid.prediction import model_names, rerank_settings, resolve_device, scores_table, split_frames, split_matrix
+from reid.inference import check_finite_features, features_for_frame
+from reid.layout import split_frames
+from reid.matrices import check_aligned
+from reid.prediction import model_names, scores_table, split_matrix
+from reid.retrieval.fusion import similarity_fusion
+from reid.scoring import DistanceName, distance_matrices, format_scores, score_matrices
 
 ENSEMBLE = "ensemble"  # the output folder of the models' mean
 
@@ -108,11 +111,12 @@ def main(config: Configuration) -> None:
     scores: dict[str, dict[str, float]] = {}
     for checkpoint, name, model in zip(config.checkpoint, names, models):
         # model, from the configuration saved in the checkpoint (or --model for a published one)
-        encoder, training = load_encoder(checkpoint, device, model=model, img_size=config.img_size, mean=config.mean,
-                                         std=config.std)
-        settings = rerank_settings(training, config.k1, config.k2, config.lambda_value)
-        print(f"== {name}: {checkpoint} ({training.get('model')}, image size {tuple(encoder.img_size)}, "
-              f"re-ranking k1={settings['k1']} k2={settings['k2']} lambda={settings['lambda_value']})")
+        encoder, saved = load_encoder(checkpoint, device, model=model, img_size=config.img_size, mean=config.mean,
+                                      std=config.std)
+        training = TrainingConfig.from_checkpoint(saved, checkpoint)
+        settings = training.rerank_settings.replaced(config.k1, config.k2, config.lambda_value)
+        print(f"== {name}: {checkpoint} ({training.model}, image size {tuple(encoder.img_size)}, "
+              f"re-ranking k1={settings.k1} k2={settings.k2} lambda={settings.lambda_value})")
         for split, (query, gallery) in frames.items():
             # features, in evaluation order: queries then gallery
             rows = pd.concat([query, gallery], ignore_index=True)
@@ -123,9 +127,8 @@ def main(config: Configuration) -> None:
             if config.save_features:
                 FeatureSet.from_frame(rows, features, split, checkpoint, config.flip).save(
                     config.output_dir / name / f"features_{split}.npz")
-            # distance matrices, written in the submission format
-            on_device = torch.from_numpy(features).to(device) if device.type == "cuda" else features
-            matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], config.distances, **settings)
+            # distance matrices (on the device of the features), written in the submission format
+            matrices = distance_matrices(features[:len(query)], features[len(query):], config.distances, settings, device)
             for distance, values in matrices.items():
                 matrix = split_matrix(values, query, gallery)
                 matrix.write_csv(config.output_dir / name / f"{split}_{distance}.csv")
@@ -140,7 +143,7 @@ def main(config: Configuration) -> None:
     # ensemble: the mean of the models' matrices
     if config.ensemble and len(config.checkpoint) > 1:
         for (split, distance), matrices in collected.items():
-            fused = similarity_fusion(matrices, decimals=None)
+            fused = matrices[0].with_values(similarity_fusion(check_aligned(matrices), decimals=None))
             fused.write_csv(config.output_dir / ENSEMBLE / f"{split}_{distance}.csv")
             if split == "test":
                 query, gallery = frames["test"]

@@ -40,7 +40,7 @@ import train_our_post  # noqa: E402
 import train_our_post_resnet  # noqa: E402
 from reid.catalog import training_frame  # noqa: E402
 from reid.config import parse  # noqa: E402
-from reid.synthetic import generate_twin  # noqa: E402
+from reid.synthetic.twin import generate_twin  # noqa: E402
 
 
 @dataclass

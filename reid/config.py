@@ -230,23 +230,21 @@ class RerankSettings:
         given = {"k1": k1, "k2": k2, "lambda_value": lambda_value}
         return dataclasses.replace(self, **{name: value for name, value in given.items() if value is not None})
 
-    def fitted(self, num_query: int, num_gallery: int, variants: Sequence[str]) -> tuple[RerankSettings, str | None]:
+    def fitted(self, num_query: int, num_gallery: int, variant: str) -> tuple[RerankSettings, str | None]:
         """These settings shrunk to what the set sizes allow, and a note saying so (None when unchanged).
 
-        The one rule for every caller: the classic variant's neighbour lists hold k1 + 1 of all
-        ``num_query + num_gallery`` images, the hard-weight variant's k1 gallery images, and the query
-        expansion k2 <= k1 of them. variants: the variants that will run (``classic``, ``hard_weight``).
+        The one rule for every caller (the stage scripts, the per-epoch evaluation, the clustering):
+        the ``classic`` variant's neighbour lists hold k1 + 1 of all ``num_query + num_gallery`` images,
+        the ``hard_weight`` variant's k1 gallery images, and the query expansion k2 <= k1 of them.
         """
-        largest = num_query + num_gallery - 1
-        if "hard_weight" in variants:
-            largest = min(largest, num_gallery)
+        largest = num_gallery if variant == "hard_weight" else num_query + num_gallery - 1
         k1 = max(1, min(self.k1, largest))
         k2 = max(1, min(self.k2, k1))
         if (k1, k2) == (self.k1, self.k2):
             return self, None
         return dataclasses.replace(self, k1=k1, k2=k2), (
-            f"re-ranking with k1={k1}, k2={k2} instead of k1={self.k1}, k2={self.k2}: only {num_query} queries and "
-            f"{num_gallery} gallery images")
+            f"{variant} re-ranking with k1={k1}, k2={k2} instead of k1={self.k1}, k2={self.k2}: only {num_query} "
+            f"queries and {num_gallery} gallery images")
 
 
 # ---------------------------------------------------------------- the training configuration
@@ -389,7 +387,11 @@ class TrainingConfig:
         return held_out_split(self.fold, self.train_on_all)
 
     @classmethod
-    def from_checkpoint(cls, values: dict[str, Any]) -> TrainingConfig:
+    def from_checkpoint(cls, values: dict[str, Any], source: str | os.PathLike = "checkpoint") -> TrainingConfig:
         """The configuration a checkpoint carries (a plain dict); fields it lacks (a published
-        ``weights_e<n>.pth`` names only its model) take the defaults, fields this version does not know are left out."""
-        return config_from_dict(cls, values, strict=False)
+        ``weights_e<n>.pth`` names only its model) take the defaults, fields this version does not know are
+        left out. A value of the wrong type raises ``InputError`` naming ``source``."""
+        try:
+            return config_from_dict(cls, values, strict=False)
+        except ConfigError as error:
+            raise InputError(f"{source}: its training configuration does not fit this version ({error})") from None

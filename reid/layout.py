@@ -93,19 +93,30 @@ def split_train_test(df: pd.DataFrame, fold: int = -1, train_on_all: bool = Fals
     train_on_all: train on every row (test included); the held-out rows are then the test split,
     whose scores are no longer an unbiased estimate.
     """
+    train, held_out = _split_masks(df, fold, train_on_all)
+    if not train.any() or not held_out.any():
+        raise InputError(f"empty split: {int(train.sum())} training rows, {int(held_out.sum())} held-out rows (fold={fold})")
+    return df[train].reset_index(drop=True), df[held_out].reset_index(drop=True)
+
+
+def held_out_rows(df: pd.DataFrame, fold: int = -1) -> pd.DataFrame:
+    """The rows ``split_train_test`` holds out (what is evaluated), whether or not any are left to train on."""
+    held_out = _split_masks(df, fold, False)[1]
+    if not held_out.any():
+        raise InputError(f"empty split: no held-out rows (fold={fold})")
+    return df[held_out].reset_index(drop=True)
+
+
+def _split_masks(df: pd.DataFrame, fold: int, train_on_all: bool) -> tuple[pd.Series, pd.Series]:
     if fold == -1:
-        held_out = df[df["split"] == "test"]
-        train = df[df["split"] == "train"]
+        held_out, train = df["split"] == "test", df["split"] == "train"
     else:
         if fold not in set(df["fold"]):
             raise InputError(f"fold {fold} does not exist; folds in the data: {sorted(set(df['fold']))}")
-        held_out = df[df["fold"] == fold]
-        train = df[df["fold"] != fold]
+        held_out, train = df["fold"] == fold, df["fold"] != fold
     if train_on_all:
-        train, held_out = df, df[df["split"] == "test"]
-    if train.empty or held_out.empty:
-        raise InputError(f"empty split: {len(train)} training rows, {len(held_out)} held-out rows (fold={fold})")
-    return train.reset_index(drop=True), held_out.reset_index(drop=True)
+        train, held_out = pd.Series(True, index=df.index), df["split"] == "test"
+    return train, held_out
 
 
 def sort_for_evaluation(df: pd.DataFrame) -> pd.DataFrame:
@@ -138,9 +149,9 @@ def split_frames(data_dir: str | os.PathLike, split: str) -> tuple[pd.DataFrame,
     if split == "challenge":
         return query_gallery(load_challenge_frame(data_dir))
     if split == "test":
-        return query_gallery(split_train_test(load_train_frame(data_dir), fold=-1)[1])
+        return query_gallery(held_out_rows(load_train_frame(data_dir), fold=-1))
     if split.startswith("fold") and split[4:].isdigit():
-        return query_gallery(split_train_test(load_train_frame(data_dir), fold=int(split[4:]))[1])
+        return query_gallery(held_out_rows(load_train_frame(data_dir), fold=int(split[4:])))
     raise InputError(f"unknown split {split!r}; expected {SPLITS_TEXT}")
 
 

@@ -7,7 +7,9 @@ evaluation, epoch 0 = zero-shot), ``curves.png``, ``last.pth`` (everything neede
 ``best.pth`` (weights + configuration of the best epoch by ``best_metric``); with ``tensorboard``,
 ``tensorboard/`` (``reid.tensorboard_log``).
 
-``config`` is a script's Configuration (see ``train_our_post.py`` for every field and its meaning).
+``config`` is a ``reid.config.TrainingConfig`` (a script's Configuration subclasses it; every field and
+its meaning are there). The held-out evaluation runs where training runs (``reid.devices``): on a
+GPU, the re-rankings too.
 
 Faults: a run folder that holds a run is refused unless the run is resumed or ``overwrite`` is set,
 and one in use by a live run always (``reid.run_folder``). A resumed run takes the checkpoint's
@@ -37,23 +39,38 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from reid.config import ConfigError, config_from_dict, config_to_dict, parse, save_config
-from reid.data import PairDataset, UniquePlayerBatchSampler, image_paths, load_train_frame, player_labels, query_gallery, split_train_test
+from reid.config import ConfigError, TrainingConfig, config_from_dict, config_to_dict, parse, save_config
+from reid.data import PairDataset, UniquePlayerBatchSampler, player_labels
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
-from reid.engine import (NonFiniteError, PairModel, autocast_dtype, build_scheduler, describe_precision,
-                         load_checkpoint, make_grad_scaler, non_finite_tensors, rng_state, save_checkpoint, schedule_steps,
-                         set_rng_state, train_one_epoch)
+from reid.engine import (
+    NonFiniteError,
+    PairModel,
+    autocast_dtype,
+    build_scheduler,
+    describe_precision,
+    load_checkpoint,
+    make_grad_scaler,
+    non_finite_tensors,
+    rng_state,
+    save_checkpoint,
+    schedule_steps,
+    set_rng_state,
+    train_one_epoch,
+)
 from reid.errors import InputError, RunFailure, message
-from reid.evaluation import (DISTANCES, cmc_table, complete_scores, distance_matrices, features_for_frame,
-                             format_scores, score_matrices)
+from reid.files import atomic_path
+from reid.inference import features_for_frame
+from reid.layout import image_paths, load_train_frame, query_gallery, split_train_test
 from reid.losses import INITIAL_LOGIT_SCALE, ReidLoss
 from reid.models import build_model
 from reid.plots import plot_training_curves
 from reid.run_folder import claim_run_folder
+from reid.scoring import DISTANCES, complete_scores, evaluate_features, format_scores
 from reid.tensorboard_log import TrainingBoard
 from reid.transforms import train_transform
 
 T = TypeVar("T")
+C = TypeVar("C", bound=TrainingConfig)
 LOGGER_NAME = "reid.training"
 # The fields a resumed run may change: each takes effect from the first resumed epoch. Any other
 # field defines what the weights are (model, image size, loss), what the epochs already trained saw
@@ -69,7 +86,7 @@ RESUMABLE_FIELDS = frozenset({
 ACTION_FIELDS = ("resume", "overwrite")
 
 
-def parse_training_config(config_class: type[T], args: Sequence[str] | None = None) -> T:
+def parse_training_config(config_class: type[C], args: Sequence[str] | None = None) -> C:
     """``parse`` for training scripts: with ``--resume CKPT`` (and no ``--config``), the checkpoint's
     own configuration is the default, so ``--resume model/run/last.pth --epochs 12`` continues the
     same run and only the flags given change. (The run folder's config.json is not read: the
@@ -82,7 +99,7 @@ def parse_training_config(config_class: type[T], args: Sequence[str] | None = No
     return parse(config_class, args, default=default)
 
 
-def checkpoint_config(config_class: type[T], path: str | os.PathLike) -> T:
+def checkpoint_config(config_class: type[C], path: str | os.PathLike) -> C:
     """The training configuration saved in the checkpoint at ``path``, as ``config_class``."""
     state = load_checkpoint(path)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
@@ -103,15 +120,17 @@ def _flag_value(args: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def default_run_name(config: Any, now: datetime | None = None) -> str:
+def default_run_name(config: TrainingConfig, now: datetime | None = None) -> str:
     """``<model>_<fold k | all>_seed<s>_<date-time>``, e.g. ``resnet50_fold-1_seed1_20240101-120000``."""
     model = config.model.replace("open_clip:", "openclip-").replace(":", "-").replace("/", "-")
     split = "all" if config.train_on_all else f"fold{config.fold}"
     return f"{model}_{split}_seed{config.seed}_{(now or datetime.now()):%Y%m%d-%H%M%S}"
 
 
-def run(config: Any) -> Path:
+def run(config: TrainingConfig) -> Path:
     """Train as ``config`` says; returns the run folder. Joins the torchrun process group when there is one."""
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"run() takes a reid.config.TrainingConfig (a training script's Configuration), got {type(config).__name__}")
     env, device = init_distributed(config.device)
     try:
         return _run(config, env, device)
@@ -119,7 +138,7 @@ def run(config: Any) -> Path:
         cleanup_distributed()
 
 
-def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
+def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
     _check(config)
     resume_state = load_checkpoint(config.resume) if config.resume is not None else None
     changes: dict[str, tuple[Any, Any]] = {}
@@ -211,13 +230,13 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                               f"or overflow{f' in {eval_dtype}' if eval_dtype else ''}); training stopped")
             if not env.is_main:
                 return None
-            query_ids, gallery_ids = query_df["player"].to_numpy(), gallery_df["player"].to_numpy()
-            matrices = distance_matrices(features[:len(query_df)], features[len(query_df):],
-                                         DISTANCES if config.rerank else ("raw",), k1=config.k1, k2=config.k2,
-                                         lambda_value=config.lambda_value)
-            scores = complete_scores(score_matrices(matrices, query_ids, gallery_ids))
+            # distances and re-rankings on the training device; each matrix sorted once for all its scores
+            evaluation = evaluate_features(features[:len(query_df)], features[len(query_df):], query_df["player"].to_numpy(),
+                                           gallery_df["player"].to_numpy(), DISTANCES if config.rerank else ("raw",),
+                                           config.rerank_settings, device, note=lambda text: log.info("note: %s", text))
+            scores = complete_scores(evaluation.scores)
             log.info("epoch %d, held-out scores (%d queries, %d gallery):\n%s\n%s", epoch, len(query_df), len(gallery_df),
-                     format_scores(scores), cmc_table(matrices, query_ids, gallery_ids))
+                     format_scores(scores), evaluation.cmc_table())
             return scores
 
         # zero-shot
@@ -303,7 +322,7 @@ def initial_logit_scale(setting: float | str, model_value: float | None) -> floa
     return float(setting)
 
 
-def rank_batch_size(config: Any, world_size: int) -> int:
+def rank_batch_size(config: TrainingConfig, world_size: int) -> int:
     """Pairs per batch on each process: ``batch_size`` (``batch_scope`` per_gpu), or ``batch_size`` split
     evenly over the processes (``total``, as the published DataParallel script split it)."""
     if config.batch_scope == "per_gpu":
@@ -314,7 +333,7 @@ def rank_batch_size(config: Any, world_size: int) -> int:
     return config.batch_size // world_size
 
 
-def _check(config: Any) -> None:
+def _check(config: TrainingConfig) -> None:
     if config.epochs < 0 or config.batch_size < 1 or config.gradient_accumulation < 1:
         raise InputError("--epochs must be >= 0, --batch-size and --gradient-accumulation >= 1")
     if config.logit_scale_init != "model" and not math.isfinite(float(config.logit_scale_init)):
@@ -325,13 +344,13 @@ def _check(config: Any) -> None:
         raise InputError("--resume continues the run in its folder, --overwrite replaces it: give one of them")
 
 
-def _recorded(config: Any) -> Any:
+def _recorded(config: C) -> C:
     """The configuration as config.json and the checkpoints keep it: the run's settings, without this
     invocation's actions (loading that config.json with --config starts a new run, not a resume)."""
     return dataclasses.replace(config, resume=None, overwrite=False)
 
 
-def _resume_config(config: Any, state: dict[str, Any]) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+def _resume_config(config: C, state: dict[str, Any]) -> tuple[C, dict[str, tuple[Any, Any]]]:
     """The configuration of a resumed run, checked against the checkpoint's (the truth).
 
     Unset derived fields (image size, normalisation, run name: None) take the checkpoint's values;
@@ -401,7 +420,7 @@ def _decided_on_main(env: DistEnv, work: Callable[[], T]) -> T | None:
     return result
 
 
-def _restore(state: dict[str, Any], config: Any, model: PairModel, optimizer: torch.optim.Optimizer,
+def _restore(state: dict[str, Any], config: TrainingConfig, model: PairModel, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler | None,
              env: DistEnv) -> tuple[int, dict[str, Any]]:
     """Load a ``last.pth`` (checked by ``_resume_config``) into the run's objects; returns (epochs done, best so far)."""
@@ -445,9 +464,8 @@ def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, float]]:
 
 def _write_metrics(rows: list[dict[str, float]], run_dir: Path) -> None:
     table = pd.DataFrame(rows)
-    temporary = run_dir / ".metrics.csv.tmp"
-    table.to_csv(temporary, index=False, float_format="%.6f")
-    os.replace(temporary, run_dir / "metrics.csv")
+    with atomic_path(run_dir / "metrics.csv") as temporary:
+        table.to_csv(temporary, index=False, float_format="%.6f")
     plot_training_curves(table, run_dir / "curves.png", title=run_dir.name)
 
 
@@ -479,7 +497,7 @@ def _log_to_file(log: logging.Logger, message: str) -> None:
             handler.handle(record)
 
 
-def _log_header(log: logging.Logger, config: Any, env: DistEnv, device: torch.device, encoder: torch.nn.Module,
+def _log_header(log: logging.Logger, config: TrainingConfig, env: DistEnv, device: torch.device, encoder: torch.nn.Module,
                 criterion: ReidLoss, train_df: pd.DataFrame, query_df: pd.DataFrame, gallery_df: pd.DataFrame, batches: int,
                 start_epoch: int) -> None:
     parameters = sum(p.numel() for p in encoder.parameters())

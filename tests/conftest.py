@@ -28,7 +28,7 @@ def twin_data(tmp_path_factory) -> Path:
     """The small synthetic twin (seed 0) with train_df.csv and challenge_df.csv, drawn once per session;
     returns data_dir. Read-only for the tests that share it."""
     from reid.catalog import challenge_frame, training_frame
-    from reid.synthetic import generate_twin
+    from reid.synthetic.twin import generate_twin
 
     data_dir = tmp_path_factory.mktemp("twin_data")
     data_reid = generate_twin(data_dir, "small", seed=0, workers=2, progress=False)

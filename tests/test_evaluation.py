@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
-
-from reid.evaluation import evaluate_features, format_scores
 from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
 from reference_cases import distance_d
+
+from reid.config import RerankSettings
+from reid.scoring import complete_scores, evaluate_features, format_scores
 
 
 def clustered(seed: int = 0, players: int = 12, gallery_per_player: int = 8, noise: float = 0.6):
@@ -25,8 +26,8 @@ def clustered(seed: int = 0, players: int = 12, gallery_per_player: int = 8, noi
 
 def test_scores_equal_the_published_figures_of_the_reference_case(reference_dir):
     case = np.load(reference_dir / "test_seed0.npz")
-    scores = evaluate_features(case["query_feats"], case["gallery_feats"], case["query_ids"], case["gallery_ids"],
-                               k1=20, k2=6, lambda_value=0.7)
+    scores = complete_scores(evaluate_features(case["query_feats"], case["gallery_feats"], case["query_ids"],
+                                               case["gallery_ids"], settings=RerankSettings(k1=20, k2=6, lambda_value=0.7)).scores)
     for name, reference in (("raw", "raw"), ("classic", "rerank_l07"), ("hard", "hardweight")):
         assert scores[f"map_{name}"] == pytest.approx(case[f"mAP_{reference}"], abs=1e-6), name
         top = case[f"cmc_top_1_5_10_market1501_{reference}"]  # rank-k: the first true match (market1501)
@@ -35,7 +36,8 @@ def test_scores_equal_the_published_figures_of_the_reference_case(reference_dir)
 
 def test_scores_equal_the_plain_implementations_on_each_distance():
     query, gallery, query_ids, gallery_ids = clustered()
-    scores = evaluate_features(query, gallery, query_ids, gallery_ids, k1=6, k2=3, lambda_value=0.5)
+    scores = complete_scores(evaluate_features(query, gallery, query_ids, gallery_ids,
+                                               settings=RerankSettings(k1=6, k2=3, lambda_value=0.5)).scores)
     raw = distance_d(query, gallery)
     classic = plain_classic(raw, distance_d(query, query), distance_d(gallery, gallery), k1=6, k2=3, lambda_value=0.5)
     hard = plain_hard_weight(query, gallery, k1=6, k2=3, lambda_value=0.5)
@@ -51,7 +53,7 @@ def test_scores_equal_the_plain_implementations_on_each_distance():
 
 def test_well_separated_players_score_perfectly_and_raw_only_skips_re_ranking():
     query, gallery, query_ids, gallery_ids = clustered(noise=0.05)
-    scores = evaluate_features(query, gallery, query_ids, gallery_ids, rerank_distances=False)
+    scores = complete_scores(evaluate_features(query, gallery, query_ids, gallery_ids, ("raw",)).scores)
     assert scores["map_raw"] == pytest.approx(1.0) and scores["rank1_raw"] == 1.0 and scores["minp_raw"] == pytest.approx(1.0)
     assert math.isnan(scores["map_classic"]) and math.isnan(scores["rank1_hard"])
     table = format_scores(scores)

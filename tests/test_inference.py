@@ -20,8 +20,8 @@ import reid
 from reid.crops import find_images
 from reid.engine import save_checkpoint
 from reid.errors import InputError
-from reid.images import ImageReadError
 from reid.features import FeatureSet
+from reid.images import ImageReadError
 from reid.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

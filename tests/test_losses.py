@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from tiny_models import one_thread  # noqa: F401  (autouse)
 from torch import nn
 
-from tiny_models import one_thread  # noqa: F401  (autouse)
 from reid.losses import INITIAL_LOGIT_SCALE, ReidLoss, id_loss, infonce, parse_loss_name, triplet
 
 

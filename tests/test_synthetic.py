@@ -1,4 +1,4 @@
-"""reid.synthetic: the twin's plan (exact real counts at full scale), layout, names, sizes, truth, determinism."""
+"""reid.synthetic.twin: the twin's plan (exact real counts at full scale), layout, names, sizes, truth, determinism."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from reid.download import DownloadError, read_marker
-from reid.synthetic import SCALES, TRUTH_NAME, contact_sheet, count_table, generate_twin, plan_twin, render_sequence
+from reid.synthetic.twin import SCALES, TRUTH_NAME, contact_sheet, count_table, generate_twin, plan_twin, render_sequence
 
 # The 2023 SynergyReID counts, as printed by the challenge toolkit.
 REAL_COUNTS = {
@@ -140,7 +140,7 @@ def test_another_seed_draws_other_images():
 
 def test_identities_differ_within_a_team():
     """Teammates share a kit, so other cues must differ: no two people of a sequence look the same."""
-    from reid.synthetic import sequence_people
+    from reid.synthetic.twin import sequence_people
 
     plan = plan_twin("small", 0)
     for seq in plan.sequences:

@@ -3,7 +3,7 @@
 One engine: ``rerank_blocks(distances, ...)`` reads the stacked distance D of [queries; gallery]
 through a source of ``reid.retrieval.sources`` (from features, blockwise: the published function
 takes features) and never builds an N x N array. The definition is ``../shared/reference/README.md``
-R2; D is the squared Euclidean distance (``reid.distance.squared_euclidean``), not squared again, not
+R2; D is the squared Euclidean distance (``reid.retrieval.distance.squared_euclidean``), not squared again, not
 normalised. Every quirk of R2 is reproduced: k1 (not k1 + 1) neighbours from ``torch.topk``,
 floor(k1 / 2) half sets, the non-strict ``>= expansion_threshold`` test, the list-aliasing walk of
 the query expansion (only the first merge extends the walk, so the walk visits R(p) then the half
