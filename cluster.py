@@ -69,7 +69,8 @@ class Configuration(EncoderOptions):
     k2: int | None = None
     """Jaccard distance: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
     truth: Path | None = None
-    """CSV with img_id (file name without extension) and player columns; None = from the file names when they all read {player}_{sequence}_{frame}.jpeg."""
+    """CSV with img_id (file name without extension) and player columns; None = from the file names when they all
+    read {player}_{sequence}_{frame}.jpeg."""
     sheets: bool = True
     """Write a contact sheet per identity."""
     sheet_max_images: int = 60

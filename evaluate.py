@@ -45,7 +45,8 @@ class Configuration:
     checkpoint: Path
     """A checkpoint of a training run (best.pth or last.pth), or a published weights_e<n>.pth (then give --model)."""
     model: str | None = None
-    """Model of a published weights_e<n>.pth, which does not name it (e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k, open_clip:ViT-L-14:openai); None = the checkpoint's own."""
+    """Model of a published weights_e<n>.pth, which does not name it (e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k,
+    open_clip:ViT-L-14:openai); None = the checkpoint's own."""
     img_size: tuple[int, ...] | None = None
     """Input size (one int or height and width); None = the checkpoint's (published checkpoints: the model's own)."""
     mean: tuple[float, float, float] | None = None

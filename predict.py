@@ -49,7 +49,8 @@ class Configuration:
     checkpoint: list[Path]
     """One checkpoint (best.pth or last.pth of a training run, or a published weights_e<n>.pth) or several (their matrices are also averaged)."""
     model: list[str] | None = None
-    """Model of each published weights_e<n>.pth, which does not name it (one name for all, or one per checkpoint), e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k; None = each checkpoint's own."""
+    """Model of each published weights_e<n>.pth, which does not name it (one name for all, or one per checkpoint),
+    e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k; None = each checkpoint's own."""
     img_size: tuple[int, ...] | None = None
     """Input size (one int or height and width) for every checkpoint; None = each checkpoint's (published checkpoints: the model's own)."""
     mean: tuple[float, float, float] | None = None

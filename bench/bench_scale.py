@@ -100,7 +100,8 @@ def run_case(size: str, config: Configuration) -> None:
         if compare:
             _compare_dense_metrics(size, query, gallery, query_ids, gallery_ids, raw_scores)
     if "classic" in config.steps:
-        reranked = step("classic (lambda 0.3)", lambda: classic_from_features(query, gallery, lambda_value=0.3, topk=config.topk, device=config.device))
+        reranked = step("classic (lambda 0.3)", lambda: classic_from_features(query, gallery, lambda_value=0.3, topk=config.topk,
+                                                                               device=config.device))
         if config.topk is None:
             scores = step("metrics classic (matrix)", lambda: evaluate(reranked, query_ids, gallery_ids, rng=np.random.RandomState(0)))
         else:

@@ -297,7 +297,8 @@ class TrainingConfig:
     triplet_margin: float = 0.3
     """Margin of the triplet loss (Euclidean distance between L2-normalised embeddings)."""
     logit_scale_init: float | Literal["model"] = "model"
-    """Initial InfoNCE log-temperature: model = the encoder's own (open_clip: CLIP's learned one, ln 100 for OpenAI's; timm: ln(1/0.07)), as published; or a number."""
+    """Initial InfoNCE log-temperature: model = the encoder's own (open_clip: CLIP's learned one, ln 100 for OpenAI's;
+    timm: ln(1/0.07)), as published; or a number."""
 
     # ---- optimisation
     epochs: int = 8
@@ -307,7 +308,8 @@ class TrainingConfig:
     batch_scope: Literal["per_gpu", "total"] = "per_gpu"
     """per_gpu: batch_size pairs on every GPU; total: batch_size pairs per step split over the GPUs (the published DataParallel script)."""
     batch_packing: PackingName = "requeue"
-    """Filling batches of distinct players: requeue (published: a repeated player goes to the back of the queue) or carry (it waits for the next batch; fewer images left out at large batches)."""
+    """Filling batches of distinct players: requeue (published: a repeated player goes to the back of the queue) or
+    carry (it waits for the next batch; fewer images left out at large batches)."""
     lr: float = 4e-5
     """Peak learning rate of AdamW (4e-5 for ViTs, 4e-4 for CNNs)."""
     weight_decay: float = 0.01
@@ -323,9 +325,11 @@ class TrainingConfig:
     gradient_accumulation: int = 1
     """Batches per optimiser step (InfoNCE negatives still come from one batch)."""
     mixed_precision: Precision = "bf16"
-    """Training precision on GPUs: bf16 autocast (fp16 + gradient scaler on GPUs without bf16); fp16 = the published recipe (fp16 autocast, gradient scaler, loss under autocast); fp32 = no autocast. CPU: fp32."""
+    """Training precision on GPUs: bf16 autocast (fp16 + gradient scaler on GPUs without bf16); fp16 = the published
+    recipe (fp16 autocast, gradient scaler, loss under autocast); fp32 = no autocast. CPU: fp32."""
     fast_kernels: bool = False
-    """GPUs: autotuned cuDNN kernels and TF32 matmuls (faster, not bit-reproducible); off = the published run's deterministic cuDNN and fp32 matmuls."""
+    """GPUs: autotuned cuDNN kernels and TF32 matmuls (faster, not bit-reproducible); off = the published run's
+    deterministic cuDNN and fp32 matmuls."""
     seed: int = 1
     """Seed of the data order, augmentations and initialisation (each process adds its rank)."""
 
@@ -362,7 +366,8 @@ class TrainingConfig:
     device: str = "auto"
     """auto (one GPU per process if any, else CPU), cpu, cuda, cuda:1, ..."""
     tensorboard: bool = False
-    """Also log to TensorBoard in model_path/run_name/tensorboard/: loss, lr, temperature per step, scores per epoch (needs the tensorboard package)."""
+    """Also log to TensorBoard in model_path/run_name/tensorboard/: loss, lr, temperature per step, scores per epoch
+    (needs the tensorboard package)."""
     verbose: bool = True
     """Progress bars."""
 

@@ -1,6 +1,7 @@
 """Image files: decoding one, and checking a whole data set (no torch).
 
-Where a table row's image is: ``reid.layout.image_path``. A missing image raises ``FileNotFoundError``, one that cannot be decoded ``ImageReadError`` (a
+Where a table row's image is: ``reid.layout.image_path``. A missing image raises
+``FileNotFoundError``, one that cannot be decoded ``ImageReadError`` (a
 ``RunFailure``: the stage stops with one line naming the file); ``unreadable_images`` lists every
 such file of a data set at once (``preprocess_data.py --verify-images``).
 """

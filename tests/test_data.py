@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 from reid.data import PairDataset, UniquePlayerBatchSampler, player_labels, read_image
 from reid.images import ImageReadError

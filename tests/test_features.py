@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (autouse: torch's spinning threads would starve scikit-learn's t-SNE)
 
 from reid.feature_stats import pair_distances
 from reid.features import FeatureFileError, FeatureSet

@@ -105,13 +105,15 @@ def test_round_like_python_matches_builtin_round():
 def test_mismatched_ids_name_the_matrix_and_position():
     a = _matrix([[0, 0, 0], [0, 0, 0]], source="runs/a.csv")
     b = _matrix([[0, 0, 0], [0, 0, 0]], gallery_ids=(7, 8, 8), source="runs/b.csv")
-    with pytest.raises(ValueError, match=r"matrix 2 \(runs/b.csv\) does not match matrix 1 \(runs/a.csv\): gallery ids differ first at gallery position 1"):
+    with pytest.raises(ValueError, match=r"matrix 2 \(runs/b.csv\) does not match matrix 1 \(runs/a.csv\): "
+                                         r"gallery ids differ first at gallery position 1"):
         check_aligned([a, b])
     c = _matrix([[0, 0, 0], [0, 0, 0]], query_ids=(1, 3))
     with pytest.raises(ValueError, match=r"matrix 3 \(matrix in memory\).*query ids differ first at query position 1 \(0-based\): 3 vs 2"):
         check_aligned([a, a, c])
     d = DistanceMatrix(np.zeros((2, 2)), [1, 2], [7, 7], source="runs/d.csv")
-    with pytest.raises(ValueError, match=r"matrix 2 \(runs/d.csv\) does not match matrix 1 \(runs/a.csv\): gallery ids: matrix 2 has 2, matrix 1 has 3"):
+    with pytest.raises(ValueError, match=r"matrix 2 \(runs/d.csv\) does not match matrix 1 \(runs/a.csv\): "
+                                         r"gallery ids: matrix 2 has 2, matrix 1 has 3"):
         check_aligned([a, d])
     with pytest.raises(TypeError, match="expected a DistanceMatrix"):
         check_aligned([a, np.zeros((2, 3))])

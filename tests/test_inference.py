@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import predict
 import reid

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from tiny_models import one_thread  # noqa: F401  (autouse)
 from torch import nn
 
 from reid.losses import INITIAL_LOGIT_SCALE, ReidLoss, id_loss, infonce, parse_loss_name, triplet

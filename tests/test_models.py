@@ -7,7 +7,6 @@ import math
 import pytest
 import timm
 import torch
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 from reid.config import TrainingConfig
 from reid.models import ModelSpec, build_model, normalize_img_size

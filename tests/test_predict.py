@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
 from reference_cases import distance_d
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import evaluate
 import predict
@@ -309,7 +308,8 @@ def test_name_scripts_list_the_rows_and_columns_of_saved_matrices(twin, predicte
     challenge_query, challenge_gallery = expected_challenge_ids(twin)
     np.testing.assert_array_equal(pd.read_csv(query_csv)["id"], challenge_query)
     np.testing.assert_array_equal(pd.read_csv(gallery_csv)["id"], challenge_gallery)
-    with pytest.raises(ValueError, match=r"test_raw\.csv is not a matrix of the challenge split.*query ids: the matrix has 10, the challenge split has 12"):
+    with pytest.raises(ValueError, match=r"test_raw\.csv is not a matrix of the challenge split.*"
+                                         r"query ids: the matrix has 10, the challenge split has 12"):
         name_challenge.main(name_challenge.Configuration(data_dir=twin, output_dir=tmp_path,
                                                          matrix=predicted / "run1" / "test_raw.csv"))
     saved = DistanceMatrix.read_csv(predicted / "run1" / "test_raw.csv")

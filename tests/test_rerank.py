@@ -77,7 +77,8 @@ def test_hard_weight_equals_plain_dense_version(front_end, seed, k1, k2, thresho
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize(("variant", "key"), [("classic_l03", "dist_rerank_l03"), ("classic_l07", "dist_rerank_l07"), ("hard_weight", "dist_hardweight")])
+@pytest.mark.parametrize(("variant", "key"), [("classic_l03", "dist_rerank_l03"), ("classic_l07", "dist_rerank_l07"),
+                                              ("hard_weight", "dist_hardweight")])
 def test_reference_cases(reference_dir, seed, variant, key):
     case = np.load(reference_dir / f"test_seed{seed}.npz")
     q, g = case["query_feats"], case["gallery_feats"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from tiny_models import one_thread  # noqa: F401  (autouse)
+from script_cases import case, run_here
 
 import reid.training as training
 from reid.engine import load_checkpoint, load_encoder
@@ -390,8 +390,8 @@ def test_torchrun_with_two_cpu_processes(small_twin, tmp_path):
 @pytest.mark.parametrize("script, default", [("train_our_post.py", "eva_large_patch14_336.in22k_ft_in22k_in1k"),
                                              ("train_our_post_resnet.py", "resnet50")])
 def test_scripts_explain_their_fields(script, default):
-    result = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    (result,) = run_here([case(script, "--help")])  # as python script --help, in this process
+    assert result.status == 0, result.stderr
     text = " ".join(result.stdout.replace("│", " ").split())
     for flag in ("--model", "--pretrained-file", "--img-size", "--loss", "--epochs", "--batch-size", "--lr", "--seed",
                  "--data-dir", "--model-path", "--run-name", "--resume", "--zero-shot", "--device", "--num-workers",

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 from reid.transforms import Letterbox, Sharpen, eval_transform, sharpen, sharpening_kernel, train_transform
 

@@ -4,7 +4,8 @@
 at once: raw distances computed from features block by block (``evaluate_features``), re-ranked
 blocks as ``reid.retrieval.rerank.classic_blocks`` / ``hard_weight_blocks`` produce them (``evaluate_blocks``),
 or each query's top-K list (``evaluate_topk``). Memory beyond the inputs: a few (block,
-num_gallery) blocks (the next ones are computed and sorted in a worker thread meanwhile). The per-query maths is ``reid.retrieval.metrics``'s (AP, INP, CMC hits), so the numbers are the same as
+num_gallery) blocks (the next ones are computed and sorted in a worker thread meanwhile). The
+per-query maths is ``reid.retrieval.metrics``'s (AP, INP, CMC hits), so the numbers are the same as
 ``reid.retrieval.metrics.evaluate`` on the full matrix (exactly, for the same rows; the cuhk03 draws come in
 the same query order from the same RNG).
 """

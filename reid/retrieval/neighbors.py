@@ -200,7 +200,8 @@ def knn(features: ArrayLike, k: int, block_size: int | None = None, device: str 
     return indices.cpu().numpy(), values.cpu().numpy()
 
 
-def stack_features(query_feats: ArrayLike, gallery_feats: ArrayLike, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def stack_features(query_feats: ArrayLike, gallery_feats: ArrayLike,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check shapes and move to ``device``: ``(query (m, d), gallery (n, d), all (m + n, d))`` float32."""
     query = as_tensor(query_feats, device=device)
     gallery = as_tensor(gallery_feats, device=device)
