@@ -183,23 +183,18 @@ def _coerce(value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError(f"expected a path string, got {value!r}")
         return Path(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {value!r}")
-        return value
+    if hint in _SCALARS:
+        accepted, expected = _SCALARS[hint]
+        if not isinstance(value, accepted) or (isinstance(value, bool) and hint is not bool):  # JSON true is no number
+            raise TypeError(f"expected {expected}, got {value!r}")
+        return float(value) if hint is float else value
     return value
+
+
+# JSON scalar types a field of each type accepts, and how an error names it.
+_SCALARS: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"), int: ((int,), "an integer"), float: ((int, float), "a number"), str: ((str,), "a string"),
+}
 
 
 # ---------------------------------------------------------------- re-ranking settings

@@ -39,24 +39,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from reid import engine
 from reid.config import ConfigError, TrainingConfig, config_from_dict, config_to_dict, parse, save_config
 from reid.data import PairDataset, UniquePlayerBatchSampler, player_labels
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
-from reid.engine import (
-    NonFiniteError,
-    PairModel,
-    autocast_dtype,
-    build_scheduler,
-    describe_precision,
-    load_checkpoint,
-    make_grad_scaler,
-    non_finite_tensors,
-    rng_state,
-    save_checkpoint,
-    schedule_steps,
-    set_rng_state,
-    train_one_epoch,
-)
 from reid.errors import InputError, RunFailure, message
 from reid.files import atomic_path
 from reid.inference import features_for_frame
@@ -101,7 +87,7 @@ def parse_training_config(config_class: type[C], args: Sequence[str] | None = No
 
 def checkpoint_config(config_class: type[C], path: str | os.PathLike) -> C:
     """The training configuration saved in the checkpoint at ``path``, as ``config_class``."""
-    state = load_checkpoint(path)
+    state = engine.load_checkpoint(path)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         raise InputError(f"--resume {path}: not a training checkpoint of this project (no configuration inside)")
     try:
@@ -140,7 +126,7 @@ def run(config: TrainingConfig) -> Path:
 
 def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
     _check(config)
-    resume_state = load_checkpoint(config.resume) if config.resume is not None else None
+    resume_state = engine.load_checkpoint(config.resume) if config.resume is not None else None
     changes: dict[str, tuple[Any, Any]] = {}
     if resume_state is not None:
         config, changes = _resume_config(config, resume_state)
@@ -172,7 +158,7 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
                              triplet_margin=config.triplet_margin, rank=env.rank, world_size=env.world_size,
                              logit_scale_init=initial_logit_scale(config.logit_scale_init, encoder.logit_scale))
         # --mixed-precision fp16 is the published recipe: the loss, too, runs under the fp16 autocast
-        model = PairModel(encoder, criterion, loss_under_autocast=config.mixed_precision == "fp16").to(device)
+        model = engine.PairModel(encoder, criterion, loss_under_autocast=config.mixed_precision == "fp16").to(device)
         train_model = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                        if env.is_distributed else model)
 
@@ -186,12 +172,12 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
         # optimiser, schedule, mixed precision
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sampler.set_epoch(1)
-        warmup_steps, total_steps = schedule_steps(len(sampler), config.epochs, config.warmup_epochs, config.gradient_accumulation)
-        scheduler = build_scheduler(optimizer, config.scheduler, warmup_steps=warmup_steps, total_steps=total_steps,
+        warmup_steps, total_steps = engine.schedule_steps(len(sampler), config.epochs, config.warmup_epochs, config.gradient_accumulation)
+        scheduler = engine.build_scheduler(optimizer, config.scheduler, warmup_steps=warmup_steps, total_steps=total_steps,
                                     lr_end=config.lr_end)
-        amp_dtype = autocast_dtype(device, config.mixed_precision)
-        scaler = make_grad_scaler(amp_dtype)
-        eval_dtype = autocast_dtype(device, config.eval_precision)
+        amp_dtype = engine.autocast_dtype(device, config.mixed_precision)
+        scaler = engine.make_grad_scaler(amp_dtype)
+        eval_dtype = engine.autocast_dtype(device, config.eval_precision)
 
         # resume
         start_epoch, best = 0, {"score": -math.inf, "epoch": None}
@@ -253,18 +239,18 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
             sampler.set_epoch(epoch)
             started_at = time.perf_counter()
             try:
-                stats = train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler, amp_dtype=amp_dtype,
+                stats = engine.train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler, amp_dtype=amp_dtype,
                                         gradient_accumulation=config.gradient_accumulation,
                                         gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main,
                                         on_step=board.step_logger(epoch) if board is not None else None)
-            except NonFiniteError as error:
+            except engine.NonFiniteError as error:
                 raise failure(str(error)) from None
             seconds = time.perf_counter() - started_at
             log.info("epoch %d: loss %.4f, lr %.3g, %.1f s (%.1f images/s)", epoch, stats["loss"], stats["lr"], seconds,
                      2 * len(sampler) * rank_batch_size(config, env.world_size) * env.world_size / seconds)
             # evaluate
             scores = evaluate(epoch)
-            # log and save (rank 0; save_checkpoint writes nothing non-finite)
+            # log and save (rank 0; engine.save_checkpoint writes nothing non-finite)
             states = _gather_rng_states(env)
             if env.is_main:
                 rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds})
@@ -278,12 +264,12 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
                            "config": config_to_dict(_recorded(config)), "epoch": epoch, "scores": scores}
                 try:
                     if is_best:
-                        save_checkpoint(weights, run_dir / "best.pth")
-                    save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        engine.save_checkpoint(weights, run_dir / "best.pth")
+                    engine.save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                                "scaler": scaler.state_dict() if scaler is not None else None,
                                                "step": scheduler.last_epoch, "best": best, "rng": states},
                                     run_dir / "last.pth")
-                except NonFiniteError as error:
+                except engine.NonFiniteError as error:
                     raise failure(f"after epoch {epoch}: {error}") from None
                 log.info("saved %s%s", run_dir / "last.pth", f" and {run_dir / 'best.pth'} (best {config.best_metric})" if is_best else "")
             last_good = (run_dir / "last.pth", epoch)
@@ -377,7 +363,7 @@ def _resume_config(config: C, state: dict[str, Any]) -> tuple[C, dict[str, tuple
                          "or start a new run")
     if config.epochs < int(state["epoch"]):
         raise InputError(f"--resume {path}: --epochs {config.epochs} is fewer than the {state['epoch']} already trained")
-    bad = non_finite_tensors({part: state.get(part) for part in ("model", "criterion", "optimizer")})
+    bad = engine.non_finite_tensors({part: state.get(part) for part in ("model", "criterion", "optimizer")})
     if bad:
         raise InputError(f"--resume {path}: the checkpoint holds NaN or infinite values ({', '.join(bad[:3])}"
                          f"{', ...' if len(bad) > 3 else ''}); it cannot be continued: start a new run")
@@ -420,7 +406,7 @@ def _decided_on_main(env: DistEnv, work: Callable[[], T]) -> T | None:
     return result
 
 
-def _restore(state: dict[str, Any], config: TrainingConfig, model: PairModel, optimizer: torch.optim.Optimizer,
+def _restore(state: dict[str, Any], config: TrainingConfig, model: engine.PairModel, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler | None,
              env: DistEnv) -> tuple[int, dict[str, Any]]:
     """Load a ``last.pth`` (checked by ``_resume_config``) into the run's objects; returns (epochs done, best so far)."""
@@ -440,13 +426,13 @@ def _restore(state: dict[str, Any], config: TrainingConfig, model: PairModel, op
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     if len(state["rng"]) == env.world_size:
-        set_rng_state(state["rng"][env.rank])
+        engine.set_rng_state(state["rng"][env.rank])
     return int(state["epoch"]), dict(state["best"])
 
 
 def _gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
     """Every rank's random state, rank order (all ranks take part; rank 0 saves them)."""
-    state = rng_state()
+    state = engine.rng_state()
     if not env.is_distributed:
         return [state]
     gathered: list[Any] = [None] * env.world_size
@@ -502,8 +488,8 @@ def _log_header(log: logging.Logger, config: TrainingConfig, env: DistEnv, devic
                 start_epoch: int) -> None:
     parameters = sum(p.numel() for p in encoder.parameters())
     log.info("%s run %s on %d process(es), device %s; training %s, evaluation %s", "resuming" if start_epoch else "starting",
-             config.run_name, env.world_size, device, describe_precision(device, config.mixed_precision),
-             describe_precision(device, config.eval_precision))
+             config.run_name, env.world_size, device, engine.describe_precision(device, config.mixed_precision),
+             engine.describe_precision(device, config.eval_precision))
     log.info("model %s: %.1f M parameters, embedding %d, image %s, mean %s, std %s", config.model, parameters / 1e6,
              encoder.embed_dim, "x".join(map(str, encoder.img_size)), np.round(encoder.mean, 4).tolist(),
              np.round(encoder.std, 4).tolist())
