@@ -65,9 +65,11 @@ class Configuration(EncoderOptions):
     threshold_games: int = 8
     """Training games (sequences) the threshold is chosen on, spread over the split."""
     k1: int | None = None
-    """Jaccard distance: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Jaccard distance: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published
+    checkpoint's: the published one)."""
     k2: int | None = None
-    """Jaccard distance: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Jaccard distance: neighbours in the local query expansion; None = the checkpoint's training value (a published
+    checkpoint's: the published one)."""
     truth: Path | None = None
     """CSV with img_id (file name without extension) and player columns; None = from the file names when they all
     read {player}_{sequence}_{frame}.jpeg."""

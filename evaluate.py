@@ -36,7 +36,7 @@ from reid.files import write_text_atomically
 from reid.inference import check_finite_features, features_for_frame
 from reid.layout import image_paths, split_frames
 from reid.plots import plot_rank_list
-from reid.prediction import choose_queries, query_average_precision, scores_table
+from reid.prediction import choose_queries, scores_table
 from reid.scoring import DISTANCES, DistanceName, evaluate_features, format_scores
 
 
@@ -64,11 +64,12 @@ class Configuration:
     flip: bool | None = None
     """Flip test-time augmentation (sum of the image's and its mirror's embeddings); None = as in training (flip_test)."""
     k1: int | None = None
-    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     k2: int | None = None
-    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's
+    training value (a published checkpoint's: the published one)."""
     ranklist_queries: int = 6
     """Queries shown in ranklist.png (0 = no picture)."""
     ranklist_choice: Literal["spread", "hardest"] = "spread"
@@ -137,7 +138,7 @@ def main(config: Configuration) -> dict[str, float]:
     if config.ranklist_queries > 0:
         dist = matrices[config.ranklist_distance]
         query_ids, gallery_ids = query["player"].to_numpy(), gallery["player"].to_numpy()
-        average_precisions = query_average_precision(dist, query_ids, gallery_ids)
+        average_precisions = evaluation.results[config.ranklist_distance].average_precisions  # from the scores' sort
         shown = choose_queries(average_precisions, config.ranklist_queries, config.ranklist_choice)
         plot_rank_list(dist, query_ids, gallery_ids, image_paths(query, config.data_dir), image_paths(gallery, config.data_dir),
                        shown, output_dir / "ranklist.png", top=config.ranklist_top,

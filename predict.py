@@ -72,11 +72,12 @@ class Configuration:
     flip: bool = False
     """Test-time augmentation: each feature is the sum of the image's and its mirror image's embeddings."""
     k1: int | None = None
-    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     k2: int | None = None
-    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's
+    training value (a published checkpoint's: the published one)."""
     save_features: bool = True
     """Write <model>/features_<split>.npz (for my_py/plot_fea.py and my_py/cal_feadist.py)."""
     batch_size: int = 64

@@ -48,11 +48,11 @@ class Configuration(EncoderOptions):
     topk: int | None = 10
     """Gallery crops listed per query; None = all of them."""
     k1: int | None = None
-    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     k2: int | None = None
-    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the Jaccard distance; None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     ranklist_queries: int = 6
     """Queries shown in ranklist.png (the first ones; 0 = no picture)."""
     ranklist_top: int = 10

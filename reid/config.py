@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar
 import tyro
 
 from reid.errors import InputError
+from reid.files import write_text_atomically
 
 T = TypeVar("T")
 
@@ -113,11 +114,8 @@ def _to_plain(value: Any) -> Any:
 
 
 def save_config(config: Any, path: str | os.PathLike) -> Path:
-    """Write the resolved configuration as indented JSON (the parent folder is created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-    return path
+    """Write the resolved configuration as indented JSON, atomically (the parent folder is created)."""
+    return write_text_atomically(path, json.dumps(config_to_dict(config), indent=2) + "\n")
 
 
 def config_from_dict(config_class: type[T], values: dict[str, Any], strict: bool = True) -> T:

@@ -21,7 +21,6 @@ import pandas as pd
 from reid.errors import InputError
 from reid.layout import relative_image_path, split_frames
 from reid.matrices import DistanceMatrix, id_mismatch
-from reid.retrieval import metrics
 from reid.scoring import DISTANCES, SCORES
 
 
@@ -48,12 +47,6 @@ def evaluation_names(query: pd.DataFrame, gallery: pd.DataFrame) -> tuple[pd.Dat
         return pd.DataFrame({"index": np.arange(len(rows)), "id": rows["player"].to_numpy(np.int64),
                              "img_id": rows["img_id"].astype(str).to_numpy(), "path": paths})
     return table(query), table(gallery)
-
-
-def query_average_precision(dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
-    """(num_query,) float64 AP of each query (NaN without a true match), as ``reid.retrieval.metrics.mean_ap`` averages them."""
-    return np.concatenate([np.asarray(metrics.average_precision(ranked))
-                           for ranked in metrics.ranked_blocks(dist, query_ids, gallery_ids)])
 
 
 def choose_queries(average_precisions: np.ndarray, count: int, how: Literal["spread", "hardest"] = "spread") -> np.ndarray:

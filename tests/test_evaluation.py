@@ -11,7 +11,7 @@ from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
 from reference_cases import distance_d
 
 from reid.config import RerankSettings
-from reid.scoring import complete_scores, evaluate_features, format_scores
+from reid.scoring import complete_scores, distance_matrices, evaluate_features, format_scores
 
 
 def clustered(seed: int = 0, players: int = 12, gallery_per_player: int = 8, noise: float = 0.6):
@@ -58,3 +58,19 @@ def test_well_separated_players_score_perfectly_and_raw_only_skips_re_ranking():
     assert math.isnan(scores["map_classic"]) and math.isnan(scores["rank1_hard"])
     table = format_scores(scores)
     assert "raw" in table and "100.00" in table and "classic" not in table
+
+
+def test_a_split_smaller_than_the_neighbour_lists_shrinks_k1_with_a_note():
+    # 2 queries, 4 gallery images: the classic lists hold k1 + 1 of the 6 images (k1 <= 5), the hard-weight
+    # lists k1 of the 4 gallery images (k1 <= 4); k2 <= k1. The result is the plain version at those settings.
+    query, gallery, query_ids, gallery_ids = clustered(seed=3, players=2, gallery_per_player=2)
+    notes = []
+    matrices = distance_matrices(query, gallery, note=notes.append)
+    assert notes == ["classic re-ranking with k1=5, k2=5 instead of k1=20, k2=6: only 2 queries and 4 gallery images",
+                     "hard_weight re-ranking with k1=4, k2=4 instead of k1=20, k2=6: only 2 queries and 4 gallery images"]
+    raw = distance_d(query, gallery)
+    np.testing.assert_allclose(matrices["classic"], plain_classic(raw, distance_d(query, query), distance_d(gallery, gallery),
+                                                                  k1=5, k2=5, lambda_value=0.7), atol=1e-5)
+    np.testing.assert_allclose(matrices["hard"], plain_hard_weight(query, gallery, k1=4, k2=4, lambda_value=0.7), atol=1e-5)
+    fitted, note = RerankSettings(k1=3, k2=2).fitted(2, 4, "classic")
+    assert fitted == RerankSettings(k1=3, k2=2) and note is None  # large enough: unchanged, no note

@@ -35,8 +35,7 @@ from reid.retrieval.sources import Block, Distances
 from reid.retrieval.sparse_rows import TorchCsr, sequential_row_means, sets_to_csr, sum_of_minima
 
 
-def rerank_blocks(distances: Distances, k1: int = 20, k2: int = 6, lambda_value: float = 0.7,
-                  expansion_threshold: float = 2 / 3) -> Iterator[Block]:
+def rerank_blocks(distances: Distances, k1: int, k2: int, lambda_value: float, expansion_threshold: float) -> Iterator[Block]:
     """Hard-weight re-ranking of ``distances`` (a source, D = squared Euclidean) as query blocks ``(start, (b, n))``.
 
     Builds the sets now, then returns an iterator over consecutive row blocks of the (m, n) float32

@@ -250,11 +250,13 @@ def cmc(distmat: np.ndarray, query_ids, gallery_ids, query_cams=None, gallery_ca
 
 @dataclass
 class Scores:
-    """mAP, mINP and the three CMC curves of one distance matrix (fractions in [0, 1])."""
+    """mAP, mINP and the three CMC curves of one distance matrix (fractions in [0, 1]); ``average_precisions``:
+    (num_query,) float64 AP of each query, NaN for a query without a valid true match (mAP is their mean)."""
 
     mAP: float
     mINP: float
     cmc: dict[str, np.ndarray]
+    average_precisions: np.ndarray
 
     def cmc_at(self, ranks: Sequence[int] = (1, 5, 10)) -> dict[str, list[float]]:
         """{config: [score at each rank]} (rank 1 = ``curve[0]``)."""
@@ -298,6 +300,7 @@ def evaluate_ranked(blocks: Iterable[RankedGallery], topk: int = 100, rng: np.ra
         mAP=_mean_of_evaluated(np.concatenate(aps)),
         mINP=_mean_of_evaluated(np.concatenate(inps)),
         cmc={name: totals[name].cumsum() / counts[name] for name in CMC_CONFIGS},
+        average_precisions=np.concatenate(aps),
     )
 
 
