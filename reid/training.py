@@ -158,11 +158,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                        if env.is_distributed else model)
 
         # batches of distinct players, the same number on every rank
-        sampler = UniquePlayerBatchSampler(labels, rank_batch_size(config, env.world_size), seed=config.seed, rank=env.rank,
-                                           world_size=env.world_size, packing=config.batch_packing)
-        dataset = PairDataset(image_paths(train_df, config.data_dir), labels,
-                              train_transform(encoder.img_size, encoder.mean, encoder.std), prob_flip=config.prob_flip)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda")
+        sampler, loader = training_batches(config, train_df, labels, encoder, device, env)
 
         # optimiser, schedule, mixed precision
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -222,9 +218,11 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
 
         # zero-shot
         if config.zero_shot and start_epoch == 0:
+            evaluated_at = time.perf_counter()
             scores = evaluate(0)
             if env.is_main:
-                rows.append({"epoch": 0, **scores, "train_loss": math.nan, "lr": math.nan, "seconds": math.nan})
+                rows.append({"epoch": 0, **scores, "train_loss": math.nan, "lr": math.nan, "seconds": math.nan,
+                             "eval_seconds": time.perf_counter() - evaluated_at})
                 _write_metrics(rows, run_dir)
                 if board is not None:
                     board.epoch_scores(0, scores)
@@ -244,11 +242,14 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             log.info("epoch %d: loss %.4f, lr %.3g, %.1f s (%.1f images/s)", epoch, stats["loss"], stats["lr"], seconds,
                      2 * len(sampler) * rank_batch_size(config, env.world_size) * env.world_size / seconds)
             # evaluate
+            evaluated_at = time.perf_counter()
             scores = evaluate(epoch)
+            eval_seconds = time.perf_counter() - evaluated_at
             # log and save (rank 0; save_checkpoint writes nothing non-finite)
             states = _gather_rng_states(env)
             if env.is_main:
-                rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds})
+                rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds,
+                             "eval_seconds": eval_seconds})
                 _write_metrics(rows, run_dir)
                 if board is not None:
                     board.epoch_scores(epoch, scores, stats["loss"])
@@ -284,6 +285,21 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             log.removeHandler(handler)
         if folder is not None:
             folder.release()
+
+
+def training_batches(config: Any, train_df: pd.DataFrame, labels: np.ndarray, encoder: torch.nn.Module,
+                     device: torch.device, env: DistEnv = DistEnv()) -> tuple[UniquePlayerBatchSampler, DataLoader]:
+    """The training loader of one process: batches of ``rank_batch_size`` pairs of distinct players
+    (``UniquePlayerBatchSampler``; call ``sampler.set_epoch`` before each epoch), each image read,
+    letterboxed, sharpened, normalised and erased (``train_transform``) in ``num_workers`` processes.
+    labels: (len(train_df),) player label of each row. Yields (query (B, 3, H, W), gallery (B, 3, H, W),
+    labels (B,)) at the encoder's size and normalisation."""
+    sampler = UniquePlayerBatchSampler(labels, rank_batch_size(config, env.world_size), seed=config.seed, rank=env.rank,
+                                       world_size=env.world_size, packing=config.batch_packing)
+    dataset = PairDataset(image_paths(train_df, config.data_dir), labels,
+                          train_transform(encoder.img_size, encoder.mean, encoder.std), prob_flip=config.prob_flip)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda")
+    return sampler, loader
 
 
 def set_gpu_kernels(fast: bool) -> None:
