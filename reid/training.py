@@ -163,18 +163,14 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
                        if env.is_distributed else model)
 
         # batches of distinct players, the same number on every rank
-        sampler = UniquePlayerBatchSampler(labels, rank_batch_size(config, env.world_size), seed=config.seed, rank=env.rank,
-                                           world_size=env.world_size, packing=config.batch_packing)
-        dataset = PairDataset(image_paths(train_df, config.data_dir), labels,
-                              train_transform(encoder.img_size, encoder.mean, encoder.std), prob_flip=config.prob_flip)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda")
+        sampler, loader = training_batches(config, train_df, labels, encoder, device, env)
 
         # optimiser, schedule, mixed precision
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sampler.set_epoch(1)
         warmup_steps, total_steps = engine.schedule_steps(len(sampler), config.epochs, config.warmup_epochs, config.gradient_accumulation)
         scheduler = engine.build_scheduler(optimizer, config.scheduler, warmup_steps=warmup_steps, total_steps=total_steps,
-                                    lr_end=config.lr_end)
+                                           lr_end=config.lr_end)
         amp_dtype = engine.autocast_dtype(device, config.mixed_precision)
         scaler = engine.make_grad_scaler(amp_dtype)
         eval_dtype = engine.autocast_dtype(device, config.eval_precision)
@@ -227,9 +223,11 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
 
         # zero-shot
         if config.zero_shot and start_epoch == 0:
+            evaluated_at = time.perf_counter()
             scores = evaluate(0)
             if env.is_main:
-                rows.append({"epoch": 0, **scores, "train_loss": math.nan, "lr": math.nan, "seconds": math.nan})
+                rows.append({"epoch": 0, **scores, "train_loss": math.nan, "lr": math.nan, "seconds": math.nan,
+                             "eval_seconds": time.perf_counter() - evaluated_at})
                 _write_metrics(rows, run_dir)
                 if board is not None:
                     board.epoch_scores(0, scores)
@@ -239,21 +237,24 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
             sampler.set_epoch(epoch)
             started_at = time.perf_counter()
             try:
-                stats = engine.train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler, amp_dtype=amp_dtype,
-                                        gradient_accumulation=config.gradient_accumulation,
-                                        gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main,
-                                        on_step=board.step_logger(epoch) if board is not None else None)
+                stats = engine.train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler,
+                                               amp_dtype=amp_dtype, gradient_accumulation=config.gradient_accumulation,
+                                               gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main,
+                                               on_step=board.step_logger(epoch) if board is not None else None)
             except engine.NonFiniteError as error:
                 raise failure(str(error)) from None
             seconds = time.perf_counter() - started_at
             log.info("epoch %d: loss %.4f, lr %.3g, %.1f s (%.1f images/s)", epoch, stats["loss"], stats["lr"], seconds,
                      2 * len(sampler) * rank_batch_size(config, env.world_size) * env.world_size / seconds)
             # evaluate
+            evaluated_at = time.perf_counter()
             scores = evaluate(epoch)
-            # log and save (rank 0; engine.save_checkpoint writes nothing non-finite)
+            eval_seconds = time.perf_counter() - evaluated_at
+            # log and save (rank 0; save_checkpoint writes nothing non-finite)
             states = _gather_rng_states(env)
             if env.is_main:
-                rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds})
+                rows.append({"epoch": epoch, **scores, "train_loss": stats["loss"], "lr": stats["lr"], "seconds": seconds,
+                             "eval_seconds": eval_seconds})
                 _write_metrics(rows, run_dir)
                 if board is not None:
                     board.epoch_scores(epoch, scores, stats["loss"])
@@ -266,9 +267,9 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
                     if is_best:
                         engine.save_checkpoint(weights, run_dir / "best.pth")
                     engine.save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                               "scaler": scaler.state_dict() if scaler is not None else None,
-                                               "step": scheduler.last_epoch, "best": best, "rng": states},
-                                    run_dir / "last.pth")
+                                                      "scaler": scaler.state_dict() if scaler is not None else None,
+                                                      "step": scheduler.last_epoch, "best": best, "rng": states},
+                                           run_dir / "last.pth")
                 except engine.NonFiniteError as error:
                     raise failure(f"after epoch {epoch}: {error}") from None
                 log.info("saved %s%s", run_dir / "last.pth", f" and {run_dir / 'best.pth'} (best {config.best_metric})" if is_best else "")
@@ -289,6 +290,21 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
             log.removeHandler(handler)
         if folder is not None:
             folder.release()
+
+
+def training_batches(config: TrainingConfig, train_df: pd.DataFrame, labels: np.ndarray, encoder: torch.nn.Module,
+                     device: torch.device, env: DistEnv = DistEnv()) -> tuple[UniquePlayerBatchSampler, DataLoader]:
+    """The training loader of one process: batches of ``rank_batch_size`` pairs of distinct players
+    (``UniquePlayerBatchSampler``; call ``sampler.set_epoch`` before each epoch), each image read,
+    letterboxed, sharpened, normalised and erased (``train_transform``) in ``num_workers`` processes.
+    labels: (len(train_df),) player label of each row. Yields (query (B, 3, H, W), gallery (B, 3, H, W),
+    labels (B,)) at the encoder's size and normalisation."""
+    sampler = UniquePlayerBatchSampler(labels, rank_batch_size(config, env.world_size), seed=config.seed, rank=env.rank,
+                                       world_size=env.world_size, packing=config.batch_packing)
+    dataset = PairDataset(image_paths(train_df, config.data_dir), labels,
+                          train_transform(encoder.img_size, encoder.mean, encoder.std), prob_flip=config.prob_flip)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda")
+    return sampler, loader
 
 
 def set_gpu_kernels(fast: bool) -> None:

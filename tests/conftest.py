@@ -62,3 +62,16 @@ def twin_data(twin_images, tmp_path_factory) -> Path:
     training_frame(data_reid).to_csv(data_reid / "train_df.csv", index=False)
     challenge_frame(data_reid).to_csv(data_reid / "challenge_df.csv", index=False)
     return data_dir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``cuda`` every test that needs a GPU, so that ``python -m pytest -m cuda`` runs just those
+    (bench/gpu_check.py does): a ``skipif`` whose reason names CUDA, or a parameter that is a CUDA device
+    (``"cuda"``, ``"cuda:1"``, ``torch.device("cuda")``: only collected where a GPU is)."""
+    for item in items:
+        skips_without_gpu = any("cuda" in str(mark.kwargs.get("reason", "")).lower() for mark in item.iter_markers("skipif"))
+        params = getattr(item, "callspec", None)
+        on_gpu = params is not None and any(str(value).startswith("cuda") for value in params.params.values()
+                                            if isinstance(value, (str, torch.device)))
+        if skips_without_gpu or on_gpu:
+            item.add_marker(pytest.mark.cuda)
