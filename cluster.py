@@ -29,15 +29,14 @@ import numpy as np
 import pandas as pd
 
 from reid.catalog import TRAIN_PATTERN
-from reid.clustering import (ClusterMethod, Linkage, WithinDistance, choose_threshold, cluster, cluster_scores,
-                             within_set_distances)
+from reid.clustering import ClusterMethod, Linkage, WithinDistance, choose_threshold, cluster, cluster_scores, within_set_distances
 from reid.config import parse, save_config
 from reid.crops import find_images
-from reid.data import image_paths, load_train_frame, split_train_test
 from reid.errors import InputError, run_script
+from reid.files import write_text_atomically
 from reid.inference import EncoderOptions, ReidEncoder
+from reid.layout import image_paths, load_train_frame, split_train_test
 from reid.plots import contact_sheet
-from reid.prediction import rerank_settings
 
 
 @dataclass
@@ -66,11 +65,14 @@ class Configuration(EncoderOptions):
     threshold_games: int = 8
     """Training games (sequences) the threshold is chosen on, spread over the split."""
     k1: int | None = None
-    """Jaccard distance: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Jaccard distance: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published
+    checkpoint's: the published one)."""
     k2: int | None = None
-    """Jaccard distance: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Jaccard distance: neighbours in the local query expansion; None = the checkpoint's training value (a published
+    checkpoint's: the published one)."""
     truth: Path | None = None
-    """CSV with img_id (file name without extension) and player columns; None = from the file names when they all read {player}_{sequence}_{frame}.jpeg."""
+    """CSV with img_id (file name without extension) and player columns; None = from the file names when they all
+    read {player}_{sequence}_{frame}.jpeg."""
     sheets: bool = True
     """Write a contact sheet per identity."""
     sheet_max_images: int = 60
@@ -81,8 +83,8 @@ def main(config: Configuration) -> dict:
     crops = find_images(config.images)
     truth = crop_truth(crops, config.truth)
     encoder = config.load_encoder(config.checkpoint)
-    settings = rerank_settings(encoder.config, config.k1, config.k2)
-    distance = {"distance": config.distance, "k1": int(settings["k1"]), "k2": int(settings["k2"])}
+    settings = encoder.training_config.rerank_settings.replaced(config.k1, config.k2)
+    distance = {"distance": config.distance, "settings": settings, "device": encoder.device}
     grouping = {"method": config.method, "linkage": config.linkage, "min_samples": config.min_samples}
     print(f"{config.checkpoint}: {encoder.config.get('model')}; {len(crops)} crops; {config.distance} distance, {config.method}"
           + (f" ({config.linkage} linkage)" if config.method == "agglomerative" else f" (min_samples {config.min_samples})"))
@@ -124,7 +126,7 @@ def main(config: Configuration) -> dict:
         print(f"against the truth ({scores['identities']} players): ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}, "
               f"pairwise precision {scores['pair_precision']:.3f}, recall {scores['pair_recall']:.3f}")
         result |= scores
-        (config.output_dir / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomically(config.output_dir / "scores.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -151,8 +153,8 @@ def training_games(encoder: ReidEncoder, config: Configuration, distance: dict, 
         frame = load_train_frame(config.data_dir)
     except FileNotFoundError as error:
         raise InputError(f"{error}; or give --threshold") from None
-    training = encoder.config
-    rows = split_train_test(frame, int(training.get("fold", -1)), bool(training.get("train_on_all", False)))[0]
+    training = encoder.training_config
+    rows = split_train_test(frame, training.fold, training.train_on_all)[0]
     names = sorted(rows["game"].unique())
     picked = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, min(config.threshold_games, len(names))).round().astype(int))]
     rows = rows[rows["game"].isin(picked)].reset_index(drop=True)

@@ -22,7 +22,7 @@ from typing import Literal
 from reid.config import save_config
 from reid.download import SYNERGYREID_MD5, TOOLKIT_URLS, prepare_synergyreid
 from reid.errors import run_script
-from reid.synthetic import contact_sheet, generate_twin, plan_twin
+from reid.synthetic.twin import contact_sheet, generate_twin, plan_twin
 
 
 @dataclass

@@ -27,17 +27,17 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import torch
 
-from reid.config import save_config
-from reid.data import image_paths
-from reid.engine import Precision, autocast_dtype, load_checkpoint, load_encoder
+from reid.config import Precision, TrainingConfig, save_config
+from reid.devices import resolve_device
+from reid.engine import autocast_dtype, load_checkpoint, load_encoder
 from reid.errors import InputError, run_script
-from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
-from reid.evaluation import check_finite_features
+from reid.files import write_text_atomically
+from reid.inference import check_finite_features, features_for_frame
+from reid.layout import image_paths, split_frames
 from reid.plots import plot_rank_list
-from reid.prediction import (choose_queries, held_out_split, query_average_precision, rerank_settings, resolve_device,
-                             scores_table, split_frames)
+from reid.prediction import choose_queries, scores_table
+from reid.scoring import DISTANCES, DistanceName, evaluate_features, format_scores
 
 
 @dataclass
@@ -45,7 +45,8 @@ class Configuration:
     checkpoint: Path
     """A checkpoint of a training run (best.pth or last.pth), or a published weights_e<n>.pth (then give --model)."""
     model: str | None = None
-    """Model of a published weights_e<n>.pth, which does not name it (e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k, open_clip:ViT-L-14:openai); None = the checkpoint's own."""
+    """Model of a published weights_e<n>.pth, which does not name it (e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k,
+    open_clip:ViT-L-14:openai); None = the checkpoint's own."""
     img_size: tuple[int, ...] | None = None
     """Input size (one int or height and width); None = the checkpoint's (published checkpoints: the model's own)."""
     mean: tuple[float, float, float] | None = None
@@ -63,11 +64,12 @@ class Configuration:
     flip: bool | None = None
     """Flip test-time augmentation (sum of the image's and its mirror's embeddings); None = as in training (flip_test)."""
     k1: int | None = None
-    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     k2: int | None = None
-    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's
+    training value (a published checkpoint's: the published one)."""
     ranklist_queries: int = 6
     """Queries shown in ranklist.png (0 = no picture)."""
     ranklist_choice: Literal["spread", "hardest"] = "spread"
@@ -99,44 +101,44 @@ def main(config: Configuration) -> dict[str, float]:
 
     # model, from the configuration saved in the checkpoint
     state = load_checkpoint(config.checkpoint)
-    encoder, training = load_encoder(state, device, model=config.model, img_size=config.img_size, mean=config.mean,
-                                     std=config.std, source=config.checkpoint)
-    split = config.split or held_out_split(training)
-    flip = training.get("flip_test", False) if config.flip is None else config.flip
-    settings = rerank_settings(training, config.k1, config.k2, config.lambda_value)
+    encoder, saved = load_encoder(state, device, model=config.model, img_size=config.img_size, mean=config.mean,
+                                  std=config.std, source=config.checkpoint)
+    training = TrainingConfig.from_checkpoint(saved, config.checkpoint)
+    split = config.split or training.held_out_split
+    flip = training.flip_test if config.flip is None else config.flip
+    settings = training.rerank_settings.replaced(config.k1, config.k2, config.lambda_value)
     query, gallery = split_frames(config.data_dir, split)
-    if training.get("train_on_all", False) and split == "test":
+    if training.train_on_all and split == "test":
         print("note: this model was trained on train + test (train_on_all): its test scores are not an unbiased estimate")
-    print(f"{config.checkpoint}: {training.get('model')}, epoch {state.get('epoch', '?')}; {split} split, "
+    print(f"{config.checkpoint}: {training.model}, epoch {state.get('epoch', '?')}; {split} split, "
           f"{len(query)} queries x {len(gallery)} gallery images; flip {flip}; "
-          f"re-ranking k1={settings['k1']} k2={settings['k2']} lambda={settings['lambda_value']}")
+          f"re-ranking k1={settings.k1} k2={settings.k2} lambda={settings.lambda_value}")
 
     # features, in evaluation order: queries then gallery
     features = features_for_frame(encoder, pd.concat([query, gallery], ignore_index=True), config.data_dir, device,
                                   batch_size=config.batch_size, num_workers=config.num_workers, flip=flip,
                                   amp_dtype=autocast_dtype(device, config.eval_precision), verbose=config.verbose)
     check_finite_features(features, config.checkpoint)
-    on_device = torch.from_numpy(features).to(device) if device.type == "cuda" else features
 
-    # distances and scores
-    distances = ("raw", "classic", "hard") if config.rerank else ("raw",)
-    matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], distances, **settings)
-    scores = score_matrices(matrices, query["player"], gallery["player"])
+    # distances and scores, on the device of the features (the per-epoch evaluation of training)
+    evaluation = evaluate_features(features[:len(query)], features[len(query):], query["player"], gallery["player"],
+                                   DISTANCES if config.rerank else ("raw",), settings, device)
+    matrices, scores = evaluation.matrices, evaluation.scores
     print(format_scores(scores))
 
     # save
     save_config(config, output_dir / "config.json")
     scores_table({"model": scores}).drop(columns="model").to_csv(output_dir / "scores.csv", index=False)
-    summary = {"checkpoint": str(config.checkpoint), "model": training.get("model"), "epoch": state.get("epoch"),
-               "split": split, "num_query": len(query), "num_gallery": len(gallery), "flip": flip, **settings,
-               "scores": scores}
-    (output_dir / "scores.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = {"checkpoint": str(config.checkpoint), "model": training.model, "epoch": state.get("epoch"),
+               "split": split, "num_query": len(query), "num_gallery": len(gallery), "flip": flip, "k1": settings.k1,
+               "k2": settings.k2, "lambda_value": settings.lambda_value, "scores": scores}
+    write_text_atomically(output_dir / "scores.json", json.dumps(summary, indent=2) + "\n")
 
     # rank list
     if config.ranklist_queries > 0:
         dist = matrices[config.ranklist_distance]
         query_ids, gallery_ids = query["player"].to_numpy(), gallery["player"].to_numpy()
-        average_precisions = query_average_precision(dist, query_ids, gallery_ids)
+        average_precisions = evaluation.results[config.ranklist_distance].average_precisions  # from the scores' sort
         shown = choose_queries(average_precisions, config.ranklist_queries, config.ranklist_choice)
         plot_rank_list(dist, query_ids, gallery_ids, image_paths(query, config.data_dir), image_paths(gallery, config.data_dir),
                        shown, output_dir / "ranklist.png", top=config.ranklist_top,

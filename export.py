@@ -24,6 +24,7 @@ import torch
 from reid.config import parse
 from reid.crops import find_images
 from reid.errors import InputError, RunFailure, run_script
+from reid.files import write_text_atomically
 from reid.inference import load_encoder
 from reid.onnx_export import MIN_COSINE, agreement, check_crops, export_onnx, onnx_features, require_onnx, sidecar
 
@@ -92,7 +93,7 @@ def main(config: Configuration) -> dict:
 
     # sidecar
     info = sidecar(encoder, output, config.opset, {"crops": len(crops), "largest_difference": largest, "lowest_cosine": lowest})
-    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomically(info_path, json.dumps(info, indent=2) + "\n")
     print(f"wrote {output} and {info_path}")
     return info
 

@@ -29,14 +29,17 @@ from typing import Literal
 import pandas as pd
 import torch
 
-from reid.config import save_config
-from reid.engine import Precision, autocast_dtype, load_encoder
+from reid.config import Precision, TrainingConfig, save_config
+from reid.devices import resolve_device
+from reid.engine import autocast_dtype, load_encoder
 from reid.errors import InputError, run_script
-from reid.evaluation import DistanceName, distance_matrices, features_for_frame, format_scores, score_matrices
-from reid.evaluation import check_finite_features
 from reid.features import FeatureSet
-from reid.fusion import similarity_fusion
-from reid.prediction import model_names, rerank_settings, resolve_device, scores_table, split_frames, split_matrix
+from reid.inference import check_finite_features, features_for_frame
+from reid.layout import split_frames
+from reid.matrices import check_aligned
+from reid.prediction import model_names, scores_table, split_matrix
+from reid.retrieval.fusion import similarity_fusion
+from reid.scoring import DistanceName, distance_matrices, format_scores, score_matrices
 
 ENSEMBLE = "ensemble"  # the output folder of the models' mean
 
@@ -46,7 +49,8 @@ class Configuration:
     checkpoint: list[Path]
     """One checkpoint (best.pth or last.pth of a training run, or a published weights_e<n>.pth) or several (their matrices are also averaged)."""
     model: list[str] | None = None
-    """Model of each published weights_e<n>.pth, which does not name it (one name for all, or one per checkpoint), e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k; None = each checkpoint's own."""
+    """Model of each published weights_e<n>.pth, which does not name it (one name for all, or one per checkpoint),
+    e.g. eva02_large_patch14_448.mim_m38m_ft_in22k_in1k; None = each checkpoint's own."""
     img_size: tuple[int, ...] | None = None
     """Input size (one int or height and width) for every checkpoint; None = each checkpoint's (published checkpoints: the model's own)."""
     mean: tuple[float, float, float] | None = None
@@ -68,11 +72,12 @@ class Configuration:
     flip: bool = False
     """Test-time augmentation: each feature is the sum of the image's and its mirror image's embeddings."""
     k1: int | None = None
-    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     k2: int | None = None
-    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance (1 - lambda weights the original one); None = the checkpoint's
+    training value (a published checkpoint's: the published one)."""
     save_features: bool = True
     """Write <model>/features_<split>.npz (for my_py/plot_fea.py and my_py/cal_feadist.py)."""
     batch_size: int = 64
@@ -108,11 +113,12 @@ def main(config: Configuration) -> None:
     scores: dict[str, dict[str, float]] = {}
     for checkpoint, name, model in zip(config.checkpoint, names, models):
         # model, from the configuration saved in the checkpoint (or --model for a published one)
-        encoder, training = load_encoder(checkpoint, device, model=model, img_size=config.img_size, mean=config.mean,
-                                         std=config.std)
-        settings = rerank_settings(training, config.k1, config.k2, config.lambda_value)
-        print(f"== {name}: {checkpoint} ({training.get('model')}, image size {tuple(encoder.img_size)}, "
-              f"re-ranking k1={settings['k1']} k2={settings['k2']} lambda={settings['lambda_value']})")
+        encoder, saved = load_encoder(checkpoint, device, model=model, img_size=config.img_size, mean=config.mean,
+                                      std=config.std)
+        training = TrainingConfig.from_checkpoint(saved, checkpoint)
+        settings = training.rerank_settings.replaced(config.k1, config.k2, config.lambda_value)
+        print(f"== {name}: {checkpoint} ({training.model}, image size {tuple(encoder.img_size)}, "
+              f"re-ranking k1={settings.k1} k2={settings.k2} lambda={settings.lambda_value})")
         for split, (query, gallery) in frames.items():
             # features, in evaluation order: queries then gallery
             rows = pd.concat([query, gallery], ignore_index=True)
@@ -123,9 +129,8 @@ def main(config: Configuration) -> None:
             if config.save_features:
                 FeatureSet.from_frame(rows, features, split, checkpoint, config.flip).save(
                     config.output_dir / name / f"features_{split}.npz")
-            # distance matrices, written in the submission format
-            on_device = torch.from_numpy(features).to(device) if device.type == "cuda" else features
-            matrices = distance_matrices(on_device[:len(query)], on_device[len(query):], config.distances, **settings)
+            # distance matrices (on the device of the features), written in the submission format
+            matrices = distance_matrices(features[:len(query)], features[len(query):], config.distances, settings, device)
             for distance, values in matrices.items():
                 matrix = split_matrix(values, query, gallery)
                 matrix.write_csv(config.output_dir / name / f"{split}_{distance}.csv")
@@ -140,7 +145,7 @@ def main(config: Configuration) -> None:
     # ensemble: the mean of the models' matrices
     if config.ensemble and len(config.checkpoint) > 1:
         for (split, distance), matrices in collected.items():
-            fused = similarity_fusion(matrices, decimals=None)
+            fused = matrices[0].with_values(similarity_fusion(check_aligned(matrices), decimals=None))
             fused.write_csv(config.output_dir / ENSEMBLE / f"{split}_{distance}.csv")
             if split == "test":
                 query, gallery = frames["test"]

@@ -13,7 +13,6 @@ unreadable or empty image stops with the files named and exit status 2; no table
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,10 @@ import pandas as pd
 
 from reid.catalog import challenge_frame, count_table, format_count_table, training_frame
 from reid.config import save_config
-from reid.download import DATA_FOLDER
 from reid.errors import InputError, run_script
-from reid.images import image_paths, unreadable_images
+from reid.files import atomic_path
+from reid.images import unreadable_images
+from reid.layout import CHALLENGE_TABLE, TRAIN_TABLE, data_reid, image_paths
 
 
 @dataclass
@@ -41,18 +41,18 @@ class Configuration:
 
 
 def main(config: Configuration) -> None:
-    data_reid = config.data_dir / DATA_FOLDER
-    train = training_frame(data_reid, n_folds=config.n_folds)
-    challenge = challenge_frame(data_reid)
+    folder = data_reid(config.data_dir)
+    train = training_frame(folder, n_folds=config.n_folds)
+    challenge = challenge_frame(folder)
     if config.verify_images:
         verify_images([*image_paths(train, config.data_dir), *image_paths(challenge, config.data_dir)], config.workers)
-    for frame, name in ((train, "train_df.csv"), (challenge, "challenge_df.csv")):
-        write_csv(frame, data_reid / name)
-    save_config(config, data_reid / "preprocess_config.json")
+    for frame, name in ((train, TRAIN_TABLE), (challenge, CHALLENGE_TABLE)):
+        write_csv(frame, folder / name)
+    save_config(config, folder / "preprocess_config.json")
     print("SynergyReID images")
     print(format_count_table(count_table(train, challenge)))
     print(f"{train.game.nunique()} sequences in {config.n_folds} folds")
-    print(f"wrote {data_reid / 'train_df.csv'} ({len(train):,} rows) and {data_reid / 'challenge_df.csv'} ({len(challenge):,} rows)")
+    print(f"wrote {folder / TRAIN_TABLE} ({len(train):,} rows) and {folder / CHALLENGE_TABLE} ({len(challenge):,} rows)")
 
 
 def verify_images(paths: list[Path], workers: int | None) -> None:
@@ -66,9 +66,8 @@ def verify_images(paths: list[Path], workers: int | None) -> None:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write a CSV through a temporary file, so an interrupted run never leaves half a table."""
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        frame.to_csv(temporary, index=False)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from reid.config import parse, save_config
 from reid.crops import find_images
 from reid.errors import InputError, run_script
-from reid.evaluation import distance_matrices
 from reid.inference import EncoderOptions
 from reid.plots import plot_rank_list
-from reid.prediction import rerank_settings
-from reid.ranking import DISTANCE_OF, RerankName, ranked_table, settings_for_sizes
+from reid.ranking import DISTANCE_OF, RerankName, ranked_table
+from reid.scoring import distance_matrices
 
 
 @dataclass
@@ -50,11 +48,11 @@ class Configuration(EncoderOptions):
     topk: int | None = 10
     """Gallery crops listed per query; None = all of them."""
     k1: int | None = None
-    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (else 20)."""
+    """Re-ranking: size of the k-reciprocal neighbourhoods; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     k2: int | None = None
-    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (else 6)."""
+    """Re-ranking: neighbours in the local query expansion; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     lambda_value: float | None = None
-    """Re-ranking: weight of the Jaccard distance; None = the checkpoint's training value (else 0.7)."""
+    """Re-ranking: weight of the Jaccard distance; None = the checkpoint's training value (a published checkpoint's: the published one)."""
     ranklist_queries: int = 6
     """Queries shown in ranklist.png (the first ones; 0 = no picture)."""
     ranklist_top: int = 10
@@ -66,23 +64,20 @@ def main(config: Configuration) -> Path:
         raise InputError(f"--topk {config.topk}: give a positive number, or None for the whole gallery")
     queries, gallery = find_images(config.query), find_images(config.gallery)
     encoder = config.load_encoder(config.checkpoint)
-    settings, note = settings_for_sizes(rerank_settings(encoder.config, config.k1, config.k2, config.lambda_value),
-                                        config.rerank, len(queries), len(gallery))
+    settings = encoder.training_config.rerank_settings.replaced(config.k1, config.k2, config.lambda_value)
     print(f"{config.checkpoint}: {encoder.config.get('model')}; {len(queries)} queries x {len(gallery)} gallery crops; "
-          f"rerank {config.rerank}" + (f" (k1={settings['k1']} k2={settings['k2']} lambda={settings['lambda_value']})"
+          f"rerank {config.rerank}" + (f" (k1={settings.k1} k2={settings.k2} lambda={settings.lambda_value})"
                                        if config.rerank != "none" else ""))
-    if note:
-        print(f"note: {note}")
     save_config(config, config.output_dir / "config.json")
 
     # features
     embed = config.embed_options
     query_feats, gallery_feats = encoder.embed(queries, **embed), encoder.embed(gallery, **embed)
 
-    # distances (on the GPU when the encoder is there), a crop never ranked against itself
+    # distances (on the encoder's device; k1 and k2 shrink to what small sets allow, with a note), a crop
+    # never ranked against itself
     distance = DISTANCE_OF[config.rerank]
-    on_device = (lambda x: torch.from_numpy(x).to(encoder.device)) if encoder.device.type == "cuda" else (lambda x: x)
-    dist = distance_matrices(on_device(query_feats), on_device(gallery_feats), (distance,), **settings)[distance]
+    dist = distance_matrices(query_feats, gallery_feats, (distance,), settings, encoder.device)[distance]
     column_of = {path.resolve(): column for column, path in enumerate(gallery)}
     pairs = [(row, column_of[path.resolve()]) for row, path in enumerate(queries) if path.resolve() in column_of]
     if pairs:

@@ -5,7 +5,8 @@ Examples:
     python train_our_post_resnet.py --loss id+triplet                     # the loss study
     torchrun --nproc_per_node 2 train_our_post_resnet.py --batch-size 32
 
-Every field is described in train_our_post.py; only the defaults below differ.
+Every field is described in reid.config.TrainingConfig (--help lists them); only the defaults below differ
+from train_our_post.py.
 """
 
 from __future__ import annotations
@@ -13,23 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+from reid.config import TrainingConfig
 from reid.errors import run_script
 from reid.training import parse_training_config, run
-from train_our_post import Configuration as VitConfiguration
 
 
 @dataclass
-class Configuration(VitConfiguration):
+class Configuration(TrainingConfig):
     """Training configuration (the paper's recipe for ResNet-50)."""
 
     model: str = "resnet50"
-    """timm model name, or open_clip:<name>:<pretrained tag>."""
+    """timm model name, or open_clip:<name>:<pretrained tag>; timm's ResNet-50 here (the paper's CNN study)."""
     pretrained: bool = False
     """Start from pretrained weights; off by default, as the published ResNet script (trained from scratch)."""
     epochs: int = 50
-    """Epochs to train."""
+    """Epochs to train (50 in the published ResNet script)."""
     batch_size: int = 64
-    """Pairs per batch and per process (all distinct players)."""
+    """Pairs per batch and per process, all distinct players (64 in the published ResNet script)."""
     lr: float = 4e-4
     """Peak learning rate of AdamW (4e-4 for CNNs)."""
     prob_flip: float = 0.0

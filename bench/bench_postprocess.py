@@ -90,7 +90,7 @@ def main(config: Configuration) -> None:
 
 
 def _features(config: Configuration):
-    from reid.synthetic_features import clustered_features
+    from reid.synthetic.features import clustered_features
 
     # one query per player; sigma per coordinate = noise / sqrt(dim)
     return clustered_features(config.queries, config.gallery, config.dim, noise=config.sigma * np.sqrt(config.dim),
@@ -98,8 +98,8 @@ def _features(config: Configuration):
 
 
 def _write_inputs(config: Configuration, folder: Path) -> None:
-    from reid.distance import squared_euclidean
     from reid.matrices import DistanceMatrix
+    from reid.retrieval.distance import squared_euclidean
 
     q, g, query_ids, gallery_ids = _features(config)
     np.save(folder / "q.npy", q)
@@ -118,10 +118,9 @@ def _write_inputs(config: Configuration, folder: Path) -> None:
 
 def _check_equal(config: Configuration, folder: Path) -> None:
     """Fast vs plain on a subset (plain dense code is too slow at full size); fused files vs memory."""
-    from reid import metrics
-    from reid.fusion import dissimilarity_fusion
-    from reid.matrices import DistanceMatrix
-    from reid.retrieval import rerank
+    from reid.matrices import DistanceMatrix, check_aligned
+    from reid.retrieval import metrics, rerank
+    from reid.retrieval.fusion import dissimilarity_fusion
     from tests.plain_postprocess import plain_classic, plain_hard_weight, plain_scores
 
     q, g = np.load(folder / "q.npy"), np.load(folder / "g.npy")
@@ -129,7 +128,7 @@ def _check_equal(config: Configuration, folder: Path) -> None:
     players = np.arange(min(config.check_queries, config.queries))
     keep = np.flatnonzero(np.isin(gallery_ids, players))[:config.check_gallery]
     q, g, query_ids, gallery_ids = q[players], g[keep], query_ids[players], gallery_ids[keep]
-    from reid.distance import squared_euclidean
+    from reid.retrieval.distance import squared_euclidean
 
     qg, qq, gg = squared_euclidean(q, g), squared_euclidean(q, q), squared_euclidean(g, g)
     start = time.perf_counter()
@@ -144,8 +143,9 @@ def _check_equal(config: Configuration, folder: Path) -> None:
     metric_gap = max(abs(scores.mAP - plain_ap), abs(scores.mINP - plain_inp),
                      *(np.abs(scores.cmc[name] - plain_cmc[name]).max() for name in metrics.CMC_CONFIGS))
     models = [DistanceMatrix.read_csv(folder / f"model{k}.csv") for k in range(3)]
-    fused_path = dissimilarity_fusion(models).write_csv(folder / "check_fused.csv")
-    fusion_gap = np.abs(DistanceMatrix.read_csv(fused_path).values - dissimilarity_fusion(models).values).max()
+    fused = dissimilarity_fusion(check_aligned(models))
+    fused_path = models[0].with_values(fused).write_csv(folder / "check_fused.csv")
+    fusion_gap = np.abs(DistanceMatrix.read_csv(fused_path).values - fused).max()
     print(f"equality on a {len(q)} x {len(g)} subset (fast vs plain, {time.perf_counter() - start:.0f} s): "
           f"classic {classic_gap:.1e}, hard_weight {hard_gap:.1e}, mAP/mINP/CMC {metric_gap:.1e}; "
           f"dissim fusion file vs memory (full size) {fusion_gap:.1e}")
@@ -157,10 +157,9 @@ def _measure(step: str, folder: str, threads: int | None) -> tuple[float, float]
     """Run one step in this (fresh) process: (wall seconds, peak RSS in MB above the loaded inputs)."""
     import torch
 
-    from reid import metrics
-    from reid.fusion import dissimilarity_fusion, similarity_fusion
-    from reid.matrices import DistanceMatrix
-    from reid.retrieval import rerank
+    from reid.matrices import DistanceMatrix, check_aligned
+    from reid.retrieval import metrics, rerank
+    from reid.retrieval.fusion import dissimilarity_fusion, similarity_fusion
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -185,8 +184,9 @@ def _measure(step: str, folder: str, threads: int | None) -> tuple[float, float]
         for name in metrics.CMC_CONFIGS:
             metrics.cmc(qg, query_ids, gallery_ids, config=name)
 
-    def fuse(function):
-        function([DistanceMatrix.read_csv(path) for path in models]).write_csv(folder / f"{step}.csv")
+    def fuse(function):  # what my_py/sim_fuse.py and dissim_fuse.py do
+        matrices = [DistanceMatrix.read_csv(path) for path in models]
+        matrices[0].with_values(function(check_aligned(matrices))).write_csv(folder / f"{step}.csv")
 
     action = {
         "classic": lambda: rerank.classic(*inputs),

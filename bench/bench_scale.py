@@ -7,10 +7,10 @@
 
 Steps: the blockwise neighbour search alone (``neighbours``: k1 + 1 = 21 nearest of every image
 among all N), the metrics of the raw distance computed blockwise from features (``metrics``: mAP,
-mINP, CMC x 3, ``reid.blockwise_metrics.evaluate_features``), both re-rankings from features
+mINP, CMC x 3, ``reid.retrieval.blockwise_metrics.evaluate_features``), both re-rankings from features
 (``classic``, ``hard_weight``: ``reid.retrieval.rerank.classic_from_features`` /
 ``hard_weight_from_features``) and the metrics of the classic output (full matrix:
-``reid.metrics.evaluate``; top-K form: ``evaluate_topk``). Up to the challenge size, classic is also
+``reid.retrieval.metrics.evaluate``; top-K form: ``evaluate_topk``). Up to the challenge size, classic is also
 run on the three distance matrices (the published signature ``classic(dist_qg, dist_qq, dist_gg)``,
 the same engine reading given matrices; its time and the largest difference between the two), and the
 metrics on the dense matrix. Peak RSS is the process's high-water mark during the step (reset before
@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from reid.blockwise_metrics import evaluate_features, evaluate_topk  # noqa: E402
 from reid.config import parse  # noqa: E402
-from reid.distance import squared_euclidean  # noqa: E402
-from reid.metrics import evaluate  # noqa: E402
+from reid.retrieval.blockwise_metrics import evaluate_features, evaluate_topk  # noqa: E402
+from reid.retrieval.distance import squared_euclidean  # noqa: E402
+from reid.retrieval.metrics import evaluate  # noqa: E402
 from reid.retrieval.neighbors import knn  # noqa: E402
 from reid.retrieval.rerank import classic, classic_from_features, hard_weight_from_features  # noqa: E402
-from reid.synthetic_features import clustered_features  # noqa: E402
+from reid.synthetic.features import clustered_features  # noqa: E402
 
 T = TypeVar("T")
 Size = Literal["quick", "challenge", "msmt17"]
@@ -100,7 +100,8 @@ def run_case(size: str, config: Configuration) -> None:
         if compare:
             _compare_dense_metrics(size, query, gallery, query_ids, gallery_ids, raw_scores)
     if "classic" in config.steps:
-        reranked = step("classic (lambda 0.3)", lambda: classic_from_features(query, gallery, lambda_value=0.3, topk=config.topk, device=config.device))
+        reranked = step("classic (lambda 0.3)", lambda: classic_from_features(query, gallery, lambda_value=0.3, topk=config.topk,
+                                                                               device=config.device))
         if config.topk is None:
             scores = step("metrics classic (matrix)", lambda: evaluate(reranked, query_ids, gallery_ids, rng=np.random.RandomState(0)))
         else:
@@ -117,7 +118,7 @@ def run_case(size: str, config: Configuration) -> None:
 
 def _compare_dense_metrics(label: str, query: np.ndarray, gallery: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
                            raw_scores) -> None:
-    """The metrics on the dense raw matrix (``reid.metrics.evaluate``): time, and the largest difference to the blockwise ones."""
+    """The metrics on the dense raw matrix (``reid.retrieval.metrics.evaluate``): time, and the largest difference to the blockwise ones."""
     dist_qg = squared_euclidean(query, gallery)
     dense_scores = _measure(label, "dense metrics raw (baseline)", lambda: evaluate(dist_qg, query_ids, gallery_ids, rng=np.random.RandomState(0)))
     metric_gap = max([abs(raw_scores.mAP - dense_scores.mAP), abs(raw_scores.mINP - dense_scores.mINP)]

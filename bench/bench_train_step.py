@@ -35,12 +35,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
-import reid.training as training  # noqa: E402
 import train_our_post  # noqa: E402
 import train_our_post_resnet  # noqa: E402
+from reid import engine  # noqa: E402
 from reid.catalog import training_frame  # noqa: E402
 from reid.config import parse  # noqa: E402
-from reid.synthetic import generate_twin  # noqa: E402
+from reid.layout import TRAIN_TABLE, data_reid, load_train_frame  # noqa: E402
+from reid.synthetic.twin import generate_twin  # noqa: E402
 
 
 @dataclass
@@ -61,8 +62,8 @@ class Configuration:
 
 def cut_down_table(data_dir: Path, players: int) -> None:
     """Keep ``players`` training players with two images each and one test player (a query, two gallery images)."""
-    path = data_dir / "data_reid" / "train_df.csv"
-    frame = pd.read_csv(path)
+    path = data_reid(data_dir) / TRAIN_TABLE
+    frame = load_train_frame(data_dir)
     train = frame[frame["split"] == "train"]
     kept = train[train["player"].isin(sorted(train["player"].unique())[:players])].groupby("player").head(2)
     test = frame[frame["split"] == "test"]
@@ -73,7 +74,7 @@ def cut_down_table(data_dir: Path, players: int) -> None:
 
 def timed_epochs(step_seconds: list[float], losses: list[float]):
     """A train_one_epoch that records the seconds and the loss of every step."""
-    real = training.train_one_epoch
+    real = engine.train_one_epoch
 
     def timed(model, loader, *args, **kwargs):
         def batches():
@@ -104,8 +105,8 @@ def main(config: Configuration) -> None:
         torch.set_num_threads(config.threads)
     with tempfile.TemporaryDirectory(prefix="bench_train_step_") as folder:
         data_dir = Path(folder) / "data"
-        data_reid = generate_twin(data_dir, "small", seed=0, workers=1, progress=False)
-        training_frame(data_reid).to_csv(data_reid / "train_df.csv", index=False)
+        folder_reid = generate_twin(data_dir, "small", seed=0, workers=1, progress=False)
+        training_frame(folder_reid).to_csv(folder_reid / TRAIN_TABLE, index=False)
         cut_down_table(data_dir, config.players)
         script = train_our_post if config.recipe == "vit" else train_our_post_resnet
         flags = ["--model", config.model, "--no-pretrained", "--batch-size", "2", "--epochs", "1", "--no-rerank",
@@ -115,12 +116,12 @@ def main(config: Configuration) -> None:
         run_config = parse(script.Configuration, flags)
         step_seconds: list[float] = []
         losses: list[float] = []
-        real = training.train_one_epoch
-        training.train_one_epoch = timed_epochs(step_seconds, losses)
+        real = engine.train_one_epoch
+        engine.train_one_epoch = timed_epochs(step_seconds, losses)  # reid.training calls it through reid.engine
         try:
             script.main(run_config)
         finally:
-            training.train_one_epoch = real
+            engine.train_one_epoch = real
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     later = step_seconds[1:] or step_seconds
     print(f"model {config.model} ({config.recipe} recipe), batch 2 pairs, {torch.get_num_threads()} CPU threads, "

@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from reid.config import parse  # noqa: E402
-from reid.engine import PairModel, Precision, autocast_dtype, build_scheduler, make_grad_scaler, train_one_epoch  # noqa: E402
+from reid.config import Precision, parse  # noqa: E402
+from reid.engine import PairModel, autocast_dtype, build_scheduler, make_grad_scaler, train_one_epoch  # noqa: E402
 from reid.losses import ReidLoss  # noqa: E402
 from reid.models import build_model  # noqa: E402
 

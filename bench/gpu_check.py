@@ -95,18 +95,19 @@ stop_if_missing()
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from bench_scale import SIZES as FEATURE_SIZES  # noqa: E402  (queries, gallery, dim, identities, noise)
 
 import train_our_post  # noqa: E402  (its Configuration: the training defaults, from model to workers)
-from bench_scale import SIZES as FEATURE_SIZES  # noqa: E402  (queries, gallery, dim, identities, noise)
 from reid.config import config_from_dict, config_to_dict  # noqa: E402
-from reid.data import load_train_frame, player_labels, query_gallery, split_train_test  # noqa: E402
+from reid.data import player_labels  # noqa: E402
 from reid.engine import PairModel, autocast_dtype, build_scheduler, describe_precision, make_grad_scaler, train_one_epoch  # noqa: E402
 from reid.errors import InputError, RunFailure, message, run_script  # noqa: E402
-from reid.evaluation import features_for_frame  # noqa: E402
+from reid.inference import features_for_frame  # noqa: E402
+from reid.layout import IMAGE_SUFFIX, TRAIN_TABLE, data_reid, load_train_frame, query_gallery, split_train_test  # noqa: E402
 from reid.losses import ReidLoss  # noqa: E402
 from reid.models import Encoder, build_model  # noqa: E402
 from reid.retrieval.rerank import rerank  # noqa: E402
-from reid.synthetic_features import clustered_features  # noqa: E402
+from reid.synthetic.features import clustered_features  # noqa: E402
 from reid.training import set_gpu_kernels, training_batches  # noqa: E402
 
 StepName = Literal["environment", "cuda_tests", "throughput", "loader", "evaluation", "training", "rerank"]
@@ -463,19 +464,20 @@ class Check(Setup):
 
     def data(self) -> None:
         step, data_dir = STEP_LABELS["data"], self.data_dir
-        table = data_dir / "data_reid" / "train_df.csv"
+        table = data_reid(data_dir) / TRAIN_TABLE
         if self.config.data_dir is not None:
             if not table.is_file():
                 raise StepFailed(f"{table} not found: run python preprocess_data.py --data-dir {data_dir} (or leave out "
                                  "--data-dir to draw the synthetic twin)")
             self.data_ready = True
-            return self.add(Row(step, "data for steps 3-6", "ok", f"{data_dir} (given): {len(pd.read_csv(table)):,} rows in train_df.csv", cpu_name()))
-        reused = (data_dir / "data_reid").is_dir()
+            return self.add(Row(step, "data for steps 3-6", "ok", f"{data_dir} (given): {len(pd.read_csv(table)):,} rows in {TRAIN_TABLE}",
+                                cpu_name()))
+        reused = data_reid(data_dir).is_dir()
         started = time.monotonic()
         self.command(["download_data.py", "--source", "synthetic", "--scale", self.sizes.twin, "--data-dir", data_dir], "twin")
         drawn_in = time.monotonic() - started
         self.command(["preprocess_data.py", "--data-dir", data_dir], "preprocess")
-        images = sum(1 for _ in (data_dir / "data_reid").rglob("*.jpeg"))
+        images = sum(1 for _ in data_reid(data_dir).rglob(f"*{IMAGE_SUFFIX}"))
         how = "already drawn, reused" if reused else f"drawn in {drawn_in:.0f} s with {os.cpu_count()} processes"
         self.data_ready = True
         self.add(Row(step, "data for steps 3-6", "ok", f"synthetic twin, {self.sizes.twin} scale: {images:,} images ({how})",
@@ -937,7 +939,7 @@ def task_rerank(setup: Setup, rows: Rows) -> None:
     """Both re-rankings (the evaluation's settings) of clustered features at each size: seconds, peak GPU memory;
     at the first size also on the CPU, and the largest difference. Sizes after the first need a GPU."""
     device = setup.device
-    settings = {"k1": DEFAULTS.k1, "k2": DEFAULTS.k2, "lambda_value": DEFAULTS.lambda_value}
+    settings = DEFAULTS.rerank_settings
     for index, size in enumerate(setup.sizes.rerank_sizes):
         num_query, num_gallery, dim, identities, noise = FEATURE_SIZES[size]
         label, compare = f"{size} {num_query:,} x {num_gallery:,}, {dim}-d", index == 0
@@ -946,12 +948,12 @@ def task_rerank(setup: Setup, rows: Rows) -> None:
             continue
         query, gallery, _, _ = clustered_features(num_query, num_gallery, dim, identities, noise, seed=0)
         if device.type == "cuda":
-            rerank(query[:20], gallery[:200], "classic", device=device, **settings)  # warm-up: kernels, cuBLAS
+            rerank(query[:20], gallery[:200], "classic", settings, device=device)  # warm-up: kernels, cuBLAS
         for method in ("classic", "hard_weight"):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             started = time.perf_counter()
-            output = rerank(query, gallery, method, device=device, **settings)
+            output = rerank(query, gallery, method, settings, device=device)
             seconds = time.perf_counter() - started
             target = TARGETS_S.get(size) if device.type == "cuda" else None
             status = "missed" if target and seconds > target else "ok"
@@ -963,7 +965,7 @@ def task_rerank(setup: Setup, rows: Rows) -> None:
                 text += f", peak GPU memory {figures['peak_gpu_memory_gib']:.2f} GiB"
             if compare and device.type == "cuda":
                 started = time.perf_counter()
-                reference = rerank(query, gallery, method, device="cpu", **settings)
+                reference = rerank(query, gallery, method, settings, device="cpu")
                 figures |= {"cpu_seconds": time.perf_counter() - started, "max_difference": float(np.abs(output - reference).max())}
                 equal = figures["max_difference"] <= RERANK_TOLERANCE
                 status = status if equal else "failed"

@@ -18,7 +18,7 @@ from typing import Literal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from reid.config import parse  # noqa: E402
-from reid.synthetic import generate_twin, plan_twin, render_sequence  # noqa: E402
+from reid.synthetic.twin import generate_twin, plan_twin, render_sequence  # noqa: E402
 
 
 @dataclass

@@ -31,6 +31,7 @@ from reid.config import config_to_dict  # noqa: E402
 from reid.errors import InputError, run_script  # noqa: E402
 from reid.feature_stats import Metric, PairDistances, pair_distances  # noqa: E402
 from reid.features import FeatureSet  # noqa: E402
+from reid.files import write_text_atomically  # noqa: E402
 from reid.plots import plot_distance_histograms  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def main(config: Configuration) -> pd.DataFrame:
     output_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(output_dir / f"{stem}.csv", index=False, float_format="%.6g")
     summary = {"auc": stats.auc(), "d_prime": stats.d_prime(), "config": config_to_dict(config)}
-    (output_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(output_dir / f"{stem}.json", json.dumps(summary, indent=2) + "\n")
     plot_distance_histograms(stats.edges, stats.counts["intra"], stats.counts["inter"], output_dir / f"{stem}.png",
                              xlabel=config.metric.replace("_", " ") + " distance", notes=notes,
                              title=f"{config.features.name}: {config.pairs} pairs")

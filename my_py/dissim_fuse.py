@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from reid.config import save_config  # noqa: E402
 from reid.errors import InputError, run_script  # noqa: E402
-from reid.fusion import dissimilarity_fusion, dissimilarity_weights  # noqa: E402
-from reid.matrices import DistanceMatrix, check_output_path  # noqa: E402
+from reid.matrices import DistanceMatrix, check_aligned, check_output_path  # noqa: E402
+from reid.retrieval.fusion import dissimilarity_fusion, dissimilarity_weights  # noqa: E402
 
 
 @dataclass
@@ -41,8 +41,9 @@ def main(config: Configuration) -> None:
         raise InputError(f"--topk {config.topk}: must be at least 1 (the nearest gallery columns of each model that are compared)")
     check_output_path(config.output, config.inputs)
     matrices = [DistanceMatrix.read_csv(path) for path in config.inputs]  # float64: the published sums exactly
-    weights = dissimilarity_weights(matrices, topk=config.topk)
-    fused = dissimilarity_fusion(matrices, topk=config.topk, decimals=config.decimals, weights=weights)
+    values = check_aligned(matrices)
+    weights = dissimilarity_weights(values, topk=config.topk)
+    fused = matrices[0].with_values(dissimilarity_fusion(values, topk=config.topk, decimals=config.decimals, weights=weights))
     fused.write_csv(config.output)
     save_config(config, config.output.with_name(Path(config.output.name.removesuffix(".gz")).stem + ".config.json"))
     print(f"dissimilarity fusion of {len(matrices)} matrices ({fused.shape[0]} queries x {fused.shape[1]} gallery) -> {config.output}")

@@ -1,13 +1,10 @@
-"""Which image each row and column of a saved challenge matrix is: two CSVs of image names in matrix order.
+"""Which image each row and column of a saved challenge matrix is: name_test.py with --split challenge.
 
     python my_py/name_challenge.py --data-dir data
     python my_py/name_challenge.py --data-dir data --output-dir outputs/names --matrix outputs/predictions/<model>/challenge_hard.csv
 
-Matrices of predict.py (and the fused ones) follow the challenge's evaluation order: rows are
-the queries, columns the gallery images, each sorted by file number; their ids are the file numbers.
-Writes <output_dir>/challenge_query_names.csv and challenge_gallery_names.csv with columns
-index (0-based row / column), id (the id written in the matrix CSV), img_id (file stem) and path
-(relative to data_dir). With --matrix, first checks that the matrix's ids are those, in order.
+Writes <output_dir>/challenge_query_names.csv and challenge_gallery_names.csv (rows and columns of a
+challenge matrix, sorted by file number; ids: file numbers); every flag and output is name_test.py's.
 """
 
 from __future__ import annotations
@@ -15,29 +12,22 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # name_test.py, beside this file
+
+import name_test  # noqa: E402
 
 from reid.errors import run_script  # noqa: E402
-from reid.prediction import write_split_names  # noqa: E402
 
 
 @dataclass
-class Configuration:
-    data_dir: Path = Path("data")
-    """Folder that holds data_reid/ (with the CSVs of preprocess_data.py)."""
-    output_dir: Path = Path("outputs/names")
-    """Where challenge_query_names.csv and challenge_gallery_names.csv go."""
-    matrix: Path | None = None
-    """A saved challenge matrix (submission CSV) to check against the names first; None = no check."""
+class Configuration(name_test.Configuration):
+    split: Literal["test", "challenge"] = "challenge"
+    """The split the matrix is of: challenge (ids are file numbers)."""
 
 
-def main(config: Configuration) -> tuple[Path, Path]:
-    paths = write_split_names(config.data_dir, "challenge", config.output_dir, config.matrix)
-    print(f"challenge rows (queries) -> {paths[0]}; columns (gallery) -> {paths[1]}"
-          + (f"; {config.matrix} matches them" if config.matrix else ""))
-    return paths
-
+main = name_test.main
 
 if __name__ == "__main__":
     run_script(main, Configuration)

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from reid.config import save_config  # noqa: E402
 from reid.errors import InputError, run_script  # noqa: E402
-from reid.fusion import similarity_fusion  # noqa: E402
-from reid.matrices import DistanceMatrix, check_output_path  # noqa: E402
+from reid.matrices import DistanceMatrix, check_aligned, check_output_path  # noqa: E402
+from reid.retrieval.fusion import similarity_fusion  # noqa: E402
 
 
 @dataclass
@@ -41,7 +41,7 @@ def main(config: Configuration) -> None:
         raise InputError(f"--weights: {len(config.weights)} values for {len(config.inputs)} --inputs; give one weight per input")
     check_output_path(config.output, config.inputs)
     matrices = [DistanceMatrix.read_csv(path) for path in config.inputs]  # float64: the published sums exactly
-    fused = similarity_fusion(matrices, weights=config.weights, decimals=config.decimals)
+    fused = matrices[0].with_values(similarity_fusion(check_aligned(matrices), weights=config.weights, decimals=config.decimals))
     fused.write_csv(config.output)
     save_config(config, config.output.with_name(Path(config.output.name.removesuffix(".gz")).stem + ".config.json"))
     print(f"similarity fusion of {len(matrices)} matrices ({fused.shape[0]} queries x {fused.shape[1]} gallery) -> {config.output}")

@@ -2,8 +2,9 @@
 
 Shared logic of the stage scripts (``download_data.py``, ``preprocess_data.py``, ``train_our_post.py``,
 ``evaluate.py``, ``predict.py``, ``predict_fortestset.py``, ``export.py``, ``search.py``, ``cluster.py``,
-``my_py/*.py``). One job per module; the maths modules (``distance``, ``retrieval``, ``fusion``,
-``metrics``) are pure: arrays in, arrays out.
+``my_py/*.py``). One job per module: ``layout`` (the data layout), ``inference`` (images -> features),
+``scoring`` (features -> scores), ``config`` (the typed configurations), ...; the maths in
+``retrieval`` (distances, re-ranking, metrics, fusion) is pure: arrays in, arrays out.
 
 For other programs: ``reid.load_encoder(checkpoint)`` returns a ``reid.inference.ReidEncoder`` whose
 ``embed(crops)`` gives the features the evaluation computes; ``reid.find_images(folders)`` lists

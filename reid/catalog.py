@@ -19,15 +19,25 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from reid.errors import InputError
+from reid.layout import (
+    CHALLENGE_COLUMNS,
+    CHALLENGE_GALLERY_FOLDER,
+    CHALLENGE_QUERY_FOLDER,
+    GALLERY,
+    QUERY,
+    TEST_GALLERY_FOLDER,
+    TEST_QUERY_FOLDER,
+    TRAIN_COLUMNS,
+    TRAIN_FOLDER,
+)
 
-TRAIN_FOLDERS = {"reid_training": ("train", None), "reid_test/query": ("test", "q"), "reid_test/gallery": ("test", "g")}
-CHALLENGE_FOLDERS = {"reid_challenge/query": "q", "reid_challenge/gallery": "g"}
+# folder -> (split, img_type: None = by frame, q for frame 00)
+TRAIN_FOLDERS = {TRAIN_FOLDER: ("train", None), TEST_QUERY_FOLDER: ("test", QUERY), TEST_GALLERY_FOLDER: ("test", GALLERY)}
+CHALLENGE_FOLDERS = {CHALLENGE_QUERY_FOLDER: QUERY, CHALLENGE_GALLERY_FOLDER: GALLERY}
 TRAIN_PATTERN = re.compile(r"(\d+)_(\d+)_(\d{2})\.jpeg")
 TRAIN_PATTERN_TEXT = "{player}_{sequence}_{frame}.jpeg with integers and a two-digit frame, e.g. 123_4_05.jpeg"
 CHALLENGE_PATTERN = re.compile(r"(0|[1-9]\d*)\.jpeg")
 CHALLENGE_PATTERN_TEXT = "{n}.jpeg with an integer n written without leading zeros, e.g. 42.jpeg"
-TRAIN_COLUMNS = ["img_id", "folder", "player", "game", "split", "img_type", "fold"]
-CHALLENGE_COLUMNS = ["img_id", "folder", "player", "img_type"]
 
 
 class CatalogError(InputError):
@@ -66,15 +76,15 @@ def training_frame(data_reid: str | os.PathLike, n_folds: int = 10) -> pd.DataFr
     for folder, (split, folder_type) in TRAIN_FOLDERS.items():
         for match in _image_names(data_reid / folder, TRAIN_PATTERN, TRAIN_PATTERN_TEXT):
             player, sequence, frame = (int(g) for g in match.groups())
-            img_type = folder_type or ("q" if frame == 0 else "g")
+            img_type = folder_type or (QUERY if frame == 0 else GALLERY)
             rows.append((match.group(0)[: -len(".jpeg")], folder, player, f"{split}_{sequence}", split, img_type, sequence, frame))
-    frame = pd.DataFrame(rows, columns=TRAIN_COLUMNS[:-1] + ["sequence", "frame"])
+    frame = pd.DataFrame(rows, columns=[*TRAIN_COLUMNS[:-1], "sequence", "frame"])
     _check_unique(frame, data_reid)
     _check_disjoint(frame, data_reid)
     frame = frame.sort_values(["split", "folder", "player", "sequence", "frame"], ascending=[False, False, True, True, True])
     frame = frame.drop(columns=["sequence", "frame"]).reset_index(drop=True)
     frame["fold"] = assign_folds(frame["game"], n_folds)
-    return frame[TRAIN_COLUMNS]
+    return frame[list(TRAIN_COLUMNS)]
 
 
 def _check_unique(frame: pd.DataFrame, data_reid: Path) -> None:
@@ -99,11 +109,11 @@ def _check_disjoint(frame: pd.DataFrame, data_reid: Path) -> None:
             f"{data_reid}: player ids {both[:10]}{' ...' if len(both) > 10 else ''} appear in both reid_training and "
             f"reid_test; expected disjoint identities"
         )
-    queries = set(frame.player[frame.folder == "reid_test/query"])
-    gallery = set(frame.player[frame.folder == "reid_test/gallery"])
+    queries = set(frame.player[frame.folder == TEST_QUERY_FOLDER])
+    gallery = set(frame.player[frame.folder == TEST_GALLERY_FOLDER])
     lonely = sorted(queries - gallery)
     if lonely:
-        raise CatalogError(f"{data_reid / 'reid_test/query'}: query players {lonely[:10]} have no image in reid_test/gallery")
+        raise CatalogError(f"{data_reid / TEST_QUERY_FOLDER}: query players {lonely[:10]} have no image in {TEST_GALLERY_FOLDER}")
 
 
 def assign_folds(groups: pd.Series, n_folds: int) -> pd.Series:
@@ -127,7 +137,7 @@ def challenge_frame(data_reid: str | os.PathLike) -> pd.DataFrame:
     for folder, img_type in CHALLENGE_FOLDERS.items():
         numbers = sorted(int(m.group(1)) for m in _image_names(data_reid / folder, CHALLENGE_PATTERN, CHALLENGE_PATTERN_TEXT))
         rows.extend((n, folder, n, img_type) for n in numbers)
-    return pd.DataFrame(rows, columns=CHALLENGE_COLUMNS)
+    return pd.DataFrame(rows, columns=list(CHALLENGE_COLUMNS))
 
 
 def count_table(train: pd.DataFrame, challenge: pd.DataFrame) -> pd.DataFrame:
@@ -137,11 +147,11 @@ def count_table(train: pd.DataFrame, challenge: pd.DataFrame) -> pd.DataFrame:
     """
     subsets = [
         ("train", train[train.split == "train"]),
-        ("query test", train[train.folder == "reid_test/query"]),
-        ("gallery test", train[train.folder == "reid_test/gallery"]),
+        ("query test", train[train.folder == TEST_QUERY_FOLDER]),
+        ("gallery test", train[train.folder == TEST_GALLERY_FOLDER]),
         ("traintest", train),
-        ("query challenge", challenge[challenge.img_type == "q"]),
-        ("gallery challenge", challenge[challenge.img_type == "g"]),
+        ("query challenge", challenge[challenge.img_type == QUERY]),
+        ("gallery challenge", challenge[challenge.img_type == GALLERY]),
     ]
     return pd.DataFrame([(name, rows.player.nunique(), len(rows)) for name, rows in subsets], columns=["subset", "ids", "images"])
 

@@ -25,35 +25,40 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import torch
 
-from reid.distance import ArrayLike, squared_euclidean
+from reid.config import RerankSettings
 from reid.retrieval import rerank
+from reid.retrieval.arrays import ArrayLike, as_tensor
+from reid.retrieval.distance import squared_euclidean
 
 ClusterMethod = Literal["agglomerative", "dbscan"]
 WithinDistance = Literal["jaccard", "raw"]
 Linkage = Literal["average", "complete", "single"]
 
 
-def within_set_distances(features: ArrayLike, distance: WithinDistance = "jaccard", k1: int = 20, k2: int = 6) -> np.ndarray:
+def within_set_distances(features: ArrayLike, distance: WithinDistance = "jaccard",
+                         settings: RerankSettings = RerankSettings(), device: str | torch.device = "cpu") -> np.ndarray:
     """(N, D) L2-normalised features -> (N, N) float32 distances among them, symmetric, zero diagonal.
 
     ``raw``: squared Euclidean, in [0, 4]. ``jaccard``: the k-reciprocal Jaccard distance over the set
-    (see the module docstring), in [0, 1]; k1 and k2 as in the classic re-ranking (shrunk for sets of
-    k1 crops or fewer); ceil(log2 N) calls of the engine on the whole set.
+    (see the module docstring), in [0, 1], with the k1 and k2 of ``settings`` (shrunk for sets of k1
+    crops or fewer, ``RerankSettings.fitted``; lambda is 1: the Jaccard term only); ceil(log2 N) calls
+    of the engine on the whole set, on ``device``.
     """
     features = np.asarray(features, dtype=np.float32)
     count = len(features)
     if distance == "raw" or count < 3:
         dist = np.maximum(np.asarray(squared_euclidean(features, features), dtype=np.float32), 0.0)
     elif distance == "jaccard":
-        k1 = min(k1, count - 1)  # the neighbour lists hold k1 + 1 of the N crops
+        jaccard, _ = settings.replaced(lambda_value=1.0).fitted(count, 0, "classic")  # lists of k1 + 1 of the N crops
+        on_device = as_tensor(features, device) if torch.device(device).type != "cpu" else features
         dist = np.zeros((count, count), dtype=np.float32)
         index = np.arange(count)
         for bit in range(math.ceil(math.log2(count))):
             upper = (index >> bit) & 1 == 1
             first, second = index[~upper], index[upper]
-            block = rerank.rerank(features[first], features[second], "classic", k1=k1, k2=min(k2, k1),
-                                  lambda_value=1.0)  # (|first|, |second|)
+            block = rerank.rerank(on_device[first], on_device[second], "classic", jaccard)  # (|first|, |second|) numpy
             dist[np.ix_(first, second)] = block
             dist[np.ix_(second, first)] = block.T
     else:

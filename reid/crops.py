@@ -1,6 +1,6 @@
 """Player crops from anywhere: folders in any layout, files, PIL images or arrays -> RGB uint8 tensors.
 
-The stage scripts read the SynergyReID layout through ``reid.data``; a user's own crops (a tracker's
+The stage scripts read the SynergyReID layout through ``reid.layout``; a user's own crops (a tracker's
 output, one game's detections) come as folders, files or images in memory. ``find_images`` lists the
 image files of folders (recursively) and files; ``read_crop`` turns one crop of any accepted kind
 into the (3, H, W) uint8 tensor that ``reid.data.read_image`` gives for a file, so the evaluation

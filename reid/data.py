@@ -1,7 +1,7 @@
 """Datasets over the DataFrames of ``preprocess_data.py``, image reading and the unique-player batch sampler.
 
-Image path of a row = ``data_dir / "data_reid" / folder / f"{img_id}.jpeg"`` (both DataFrames; see
-``reid.images``, which also decodes the files).
+The tables, their splits and the image path of a row come from ``reid.layout``; ``reid.images``
+decodes the files.
 
 Training randomness is a function of ``(seed, epoch)`` only: the sampler draws the order and one seed
 per image each epoch, and the training dataset derives the partner image, the flip and the
@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,12 +22,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
-from reid.download import DATA_FOLDER
+from reid.config import PackingName
 from reid.errors import InputError
-from reid.images import ImageReadError, decode_image, image_path, image_paths  # noqa: F401  (the readers' names)
+from reid.images import decode_image
 
-TRAIN_COLUMNS = ("img_id", "folder", "player", "game", "split", "img_type", "fold")
-PackingName = Literal["requeue", "carry"]
 # The published shuffle gives up after this many images in a row whose player is already in the batch.
 REQUEUE_PATIENCE = 10
 
@@ -39,68 +36,10 @@ def read_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(decode_image(path).copy()).permute(2, 0, 1)
 
 
-def load_train_frame(data_dir: str | Path) -> pd.DataFrame:
-    """Read ``data_dir/data_reid/train_df.csv`` (written by ``preprocess_data.py``) and check its columns."""
-    path = Path(data_dir) / DATA_FOLDER / "train_df.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run download_data.py and preprocess_data.py first "
-                                f"(or pass --data-dir, the folder that holds data_reid/)")
-    frame = pd.read_csv(path, dtype={"img_id": str, "folder": str})
-    missing = [column for column in TRAIN_COLUMNS if column not in frame.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(TRAIN_COLUMNS)} "
-                         f"(write it again with preprocess_data.py)")
-    return frame
-
-
 def player_labels(players: Sequence[int] | pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Player ids -> (labels (N,) int64 in [0, P), the P distinct player ids sorted); labels index them."""
     classes, labels = np.unique(np.asarray(players), return_inverse=True)
     return labels.astype(np.int64), classes
-
-
-def split_train_test(df: pd.DataFrame, fold: int = -1, train_on_all: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``train_df.csv`` -> (training rows, held-out rows), as the paper's scripts split it.
-
-    fold: -1 = the given ``split`` column (train / test); k >= 0 = cross-validation fold k held out.
-    train_on_all: train on every row (test included); the held-out rows are then the test split,
-    whose scores are no longer an unbiased estimate.
-    """
-    if fold == -1:
-        held_out = df[df["split"] == "test"]
-        train = df[df["split"] == "train"]
-    else:
-        if fold not in set(df["fold"]):
-            raise InputError(f"fold {fold} does not exist; folds in the data: {sorted(set(df['fold']))}")
-        held_out = df[df["fold"] == fold]
-        train = df[df["fold"] != fold]
-    if train_on_all:
-        train, held_out = df, df[df["split"] == "test"]
-    if train.empty or held_out.empty:
-        raise InputError(f"empty split: {len(train)} training rows, {len(held_out)} held-out rows (fold={fold})")
-    return train.reset_index(drop=True), held_out.reset_index(drop=True)
-
-
-def sort_for_evaluation(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows in evaluation order: test-style names ``{player}_{sequence}_{frame}`` by (player, frame,
-    name); challenge-style numeric names by number."""
-    names = df["img_id"].astype(str)
-    if names.str.fullmatch(r"\d+").all():
-        key = names.astype(np.int64)
-        return df.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key").reset_index(drop=True)
-    frame = names.str.rsplit("_", n=1).str[-1].astype(np.int64)
-    return (df.assign(_frame=frame, _name=names).sort_values(["player", "_frame", "_name"], kind="stable")
-            .drop(columns=["_frame", "_name"]).reset_index(drop=True))
-
-
-def query_gallery(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Held-out rows -> (query rows, gallery rows), each in evaluation order (``img_type`` q / g)."""
-    ordered = sort_for_evaluation(df)
-    query = ordered[ordered["img_type"] == "q"].reset_index(drop=True)
-    gallery = ordered[ordered["img_type"] == "g"].reset_index(drop=True)
-    if query.empty or gallery.empty:
-        raise InputError(f"need query and gallery images, got {len(query)} queries and {len(gallery)} gallery images")
-    return query, gallery
 
 
 class ImageDataset(Dataset):

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from reid.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -45,12 +47,11 @@ def init_distributed(device: str = "auto") -> tuple[DistEnv, torch.device]:
     """Join the process group when launched by torchrun and pick this process's device.
 
     device: ``auto`` (one GPU per process, ``cuda:LOCAL_RANK``, when CUDA exists; else CPU), or an
-    explicit torch device string (``cpu``, ``cuda:1``). The backend is NCCL on GPUs, gloo on CPU.
+    explicit torch device string (``cpu``, ``cuda:1``): ``reid.devices.resolve_device``. The backend is
+    NCCL on GPUs, gloo on CPU.
     """
     env = env_from_environment()
-    if device == "auto":
-        device = f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu"
-    torch_device = torch.device(device)
+    torch_device = resolve_device(device, env.local_rank)
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
     if env.is_distributed and not dist.is_initialized():
@@ -64,11 +65,6 @@ def cleanup_distributed() -> None:
     """Leave the process group (no-op in a single-process run)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def is_main() -> bool:
-    """True on rank 0 and in single-process runs."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def barrier() -> None:
@@ -120,11 +116,3 @@ def gather_features(features: torch.Tensor, rank: int, world_size: int) -> torch
     dist.all_gather(parts, features.contiguous())
     return torch.cat(parts)
 
-
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    """Mean of a Python number over all ranks (the number itself in a single-process run)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / dist.get_world_size()

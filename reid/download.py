@@ -29,6 +29,8 @@ import requests
 from tqdm import tqdm
 
 from reid.errors import InputError, RunFailure
+from reid.files import atomic_path, write_text_atomically
+from reid.layout import DATA_FOLDER, IMAGE_FOLDERS, TRAIN_FOLDER
 
 TOOLKIT_REPOSITORY = "https://github.com/DeepSportradar/player-reidentification-challenge"
 # 2023 is the master branch (commit 625e15c, "Challenge23"); the 2022 set is the v1.0 tag.
@@ -43,14 +45,6 @@ SYNERGYREID_MD5 = {
 }
 INNER_ZIP_PATH = "baseline/data/synergyreid/raw/synergyreid_data.zip"
 DATA_ZIP_NAME = "synergyreid_data.zip"
-DATA_FOLDER = "data_reid"
-IMAGE_FOLDERS = (
-    "reid_training",
-    "reid_test/query",
-    "reid_test/gallery",
-    "reid_challenge/query",
-    "reid_challenge/gallery",
-)
 MARKER_NAME = ".source.json"
 DROPPED_TOP_FOLDERS = ("__MACOSX",)
 
@@ -283,8 +277,8 @@ def _data_root(names: list[str]) -> str:
         parts = name.replace("\\", "/").split("/")
         if parts[0] in DROPPED_TOP_FOLDERS:
             continue
-        if "reid_training" in parts[:-1]:
-            index = parts.index("reid_training")
+        if TRAIN_FOLDER in parts[:-1]:
+            index = parts.index(TRAIN_FOLDER)
             roots.add("/".join(parts[:index]) + "/" if index else "")
     if not roots:
         raise ArchiveError("no reid_training/ folder in the archive")
@@ -296,10 +290,9 @@ def _data_root(names: list[str]) -> str:
 def extract_member(zip_path: str | os.PathLike, member: str, dest: str | os.PathLike) -> Path:
     """Copy one zip entry to the file ``dest`` (streamed, via a temporary file)."""
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".partial")
-    with zipfile.ZipFile(zip_path) as archive, archive.open(member) as source, open(tmp, "wb") as target:
-        shutil.copyfileobj(source, target, length=1 << 20)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as temporary, zipfile.ZipFile(zip_path) as archive, archive.open(member) as source:
+        with open(temporary, "wb") as target:
+            shutil.copyfileobj(source, target, length=1 << 20)
     return dest
 
 
@@ -404,10 +397,7 @@ def read_marker(data_dir: str | os.PathLike) -> dict | None:
 
 def write_marker(data_reid: str | os.PathLike, values: dict) -> None:
     """Write the marker JSON into a data_reid folder (temp file, then rename)."""
-    path = Path(data_reid) / MARKER_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(Path(data_reid) / MARKER_NAME, json.dumps(values, indent=2) + "\n")
 
 
 def missing_folders(data_reid: str | os.PathLike) -> list[str]:
@@ -535,9 +525,8 @@ def _verified_data_zip(data_dir: Path, url: str, md5: str, given: Path | None, k
             if given is None:
                 os.replace(source, data_zip)
             else:  # the user's copy stays where it is
-                partial = data_zip.with_name(data_zip.name + ".partial")
-                shutil.copyfile(source, partial)
-                os.replace(partial, data_zip)
+                with atomic_path(data_zip) as temporary:
+                    shutil.copyfile(source, temporary)
         return data_zip, False
     print(f"toolkit archive {source}: taking {member}")
     temporary = given is not None and _same_file(given, data_zip)  # the user's toolkit archive is at data_zip's path

@@ -1,4 +1,4 @@
-"""The training engine as plain functions: one epoch, feature extraction, schedules, checkpoints.
+"""The training engine as plain functions: one epoch, schedules, precision, checkpoints.
 
 Checkpoints are plain dicts of state_dicts, numbers, strings and tensors (the training configuration
 as a plain dict included), written to a temporary file then renamed (an interruption never leaves a
@@ -12,11 +12,12 @@ import math
 import os
 import pickle
 import random
+import typing
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,12 +25,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from reid.config import Precision, ScheduleName
 from reid.errors import InputError, RunFailure
+from reid.files import atomic_path
 from reid.models import Encoder, build_model, is_open_clip, is_published_layout, published_encoder_weights
 
-ScheduleName = Literal["polynomial", "cosine", "linear", "constant"]
-Precision = Literal["bf16", "fp16", "fp32"]
-PRECISIONS: tuple[Precision, ...] = ("bf16", "fp16", "fp32")
+PRECISIONS: tuple[Precision, ...] = typing.get_args(Precision)
 # The normalisation the published scripts gave every timm model (ImageNet) and every open_clip one (OpenAI).
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -157,7 +158,8 @@ def make_grad_scaler(amp_dtype: torch.dtype | None) -> torch.amp.GradScaler | No
     return torch.amp.GradScaler("cuda", init_scale=2.0**10) if amp_dtype == torch.float16 else None
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> AbstractContextManager:
+    """torch's autocast to ``amp_dtype`` on ``device`` (``autocast_dtype``); None = no autocast."""
     return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
 
@@ -196,7 +198,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not update else nullcontext()
         with sync:
             # forward
-            with _autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 loss, parts = model(query, gallery, labels)
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"the loss is {loss.item()} at {where()}; training stopped")
@@ -275,30 +277,6 @@ def _some(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more tensor(s)" if len(names) > shown else "")
 
 
-# ---------------------------------------------------------------- features
-
-@torch.no_grad()
-def extract_features(encoder: nn.Module, loader: Iterable, device: torch.device, flip: bool = False,
-                     amp_dtype: torch.dtype | None = None, verbose: bool = False) -> np.ndarray:
-    """Embeddings of every image of ``loader`` (batches of (B, 3, H, W) images), in loader order.
-
-    flip: test-time augmentation, the sum of the image's and its mirror image's embeddings.
-    Returns (N, D) float32, each row L2-normalised.
-    """
-    encoder.eval()
-    chunks = []
-    for images in tqdm(loader, desc="features", disable=not verbose, dynamic_ncols=True, leave=False):
-        images = images.to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
-            features = encoder(images).float()  # (B, D)
-            if flip:
-                features = features + encoder(torch.flip(images, dims=[3])).float()
-        chunks.append(torch.nn.functional.normalize(features, dim=1).cpu())
-    if not chunks:
-        raise ValueError("no images to extract features from")
-    return torch.cat(chunks).numpy().astype(np.float32, copy=False)
-
-
 # ---------------------------------------------------------------- checkpoints
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -310,13 +288,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     bad = non_finite_tensors(state)
     if bad:
         raise NonFiniteError(f"non-finite values in {_some(bad)}: {path} not written")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

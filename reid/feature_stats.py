@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from reid.distance import cosine_distance, squared_euclidean
+from reid.retrieval.distance import cosine_distance, squared_euclidean
 
 Metric = Literal["squared_euclidean", "euclidean", "cosine"]
 # Upper end of each metric between L2-normalised features (a larger value lands in the last bin).

@@ -23,7 +23,6 @@ the split's distance matrix and rows ``img_type == "g"`` its columns.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from reid.errors import InputError
+from reid.files import atomic_path
 
 FEATURE_KEYS = ("features", "img_id", "player", "img_type", "folder", "split", "checkpoint", "flip")
 
@@ -102,17 +102,10 @@ class FeatureSet:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the ``.npz`` (uncompressed) to a temporary file beside ``path``, then rename it into place."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:  # a file object: numpy would append ".npz" to a name
-                np.savez(file, features=self.features, img_id=self.img_id, player=self.player, img_type=self.img_type,
-                         folder=self.folder, split=np.array(self.split), checkpoint=np.array(self.checkpoint),
-                         flip=np.array(self.flip))
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary, open(temporary, "wb") as file:  # a file: numpy appends ".npz" to names
+            np.savez(file, features=self.features, img_id=self.img_id, player=self.player, img_type=self.img_type,
+                     folder=self.folder, split=np.array(self.split), checkpoint=np.array(self.checkpoint),
+                     flip=np.array(self.flip))
         return path
 
     @classmethod

@@ -1,7 +1,7 @@
-"""Image files: where a table row's image is, decoding it, and checking a whole data set (no torch).
+"""Image files: decoding one, and checking a whole data set (no torch).
 
-Image path of a row = ``data_dir / "data_reid" / folder / f"{img_id}.jpeg"`` (both DataFrames).
-A missing image raises ``FileNotFoundError``, one that cannot be decoded ``ImageReadError`` (a
+Where a table row's image is: ``reid.layout.image_path``. A missing image raises
+``FileNotFoundError``, one that cannot be decoded ``ImageReadError`` (a
 ``RunFailure``: the stage stops with one line naming the file); ``unreadable_images`` lists every
 such file of a data set at once (``preprocess_data.py --verify-images``).
 """
@@ -14,11 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from reid.download import DATA_FOLDER
 from reid.errors import RunFailure
 
 VERIFY_HINT = "python preprocess_data.py --verify-images lists every unreadable image"
@@ -26,16 +24,6 @@ VERIFY_HINT = "python preprocess_data.py --verify-images lists every unreadable 
 
 class ImageReadError(RunFailure):
     """An image file exists but cannot be decoded (truncated, empty, not an image)."""
-
-
-def image_path(data_dir: str | os.PathLike, folder: str, img_id: str | int) -> Path:
-    """The file of one DataFrame row: ``data_dir/data_reid/folder/img_id.jpeg``."""
-    return Path(data_dir) / DATA_FOLDER / str(folder) / f"{img_id}.jpeg"
-
-
-def image_paths(df: pd.DataFrame, data_dir: str | os.PathLike) -> list[Path]:
-    """The image file of every row of ``df`` (columns ``folder``, ``img_id``), in row order."""
-    return [image_path(data_dir, folder, img_id) for folder, img_id in zip(df["folder"], df["img_id"])]
 
 
 def decode_image(path: str | os.PathLike) -> np.ndarray:

@@ -1,18 +1,22 @@
-"""A trained encoder for other programs: ``reid.load_encoder(checkpoint).embed(crops)``.
+"""Inference: images -> features (one implementation), and a trained encoder for other programs.
+
+``extract_features`` is the feature maths every stage uses (the encoder, optional flip test-time
+augmentation, the evaluation precision, L2 normalisation: ``FeatureModel``); ``features_for_frame``
+runs it on the images of a table (sharded over the ranks under DDP, gathered on every rank), and
+``ReidEncoder.embed`` on crops of any kind:
 
     import reid
-    from reid.distance import squared_euclidean
+    from reid.retrieval.distance import squared_euclidean
     encoder = reid.load_encoder("model/<run>/best.pth")          # device="auto": the first GPU, else the CPU
     features = encoder.embed(["a.jpeg", pil_image, rgb_array])  # (3, D) float32, rows L2-normalised
     distances = squared_euclidean(features, features)            # (3, 3)
 
 ``embed`` computes exactly what ``predict.py`` and ``evaluate.py`` compute for the same images: the
 same decoding, letterbox to the checkpoint's image size, the checkpoint's normalisation, the same
-feature extraction (``reid.engine.extract_features``: optional flip test-time augmentation, the
-evaluation precision, L2 normalisation). ``encoder.preprocess`` is that transform alone (crop ->
-model input), ``encoder.feature_model()`` the torch module from model input to features (what
-``export.py`` writes as ONNX). Features are meant for the squared Euclidean distance (or, the same
-order, the cosine similarity).
+``extract_features``. ``encoder.preprocess`` is that transform alone (crop -> model input),
+``encoder.feature_model()`` the torch module from model input to features (what ``export.py`` writes
+as ONNX). Features are meant for the squared Euclidean distance (or, the same order, the cosine
+similarity). Where they are computed: ``reid.devices.resolve_device``.
 """
 
 from __future__ import annotations
@@ -24,19 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from reid import engine
-from reid.engine import PRECISIONS, Precision
+from reid.config import Precision, TrainingConfig
 from reid.crops import ImageInput, read_crop
+from reid.data import ImageDataset
+from reid.devices import resolve_device
+from reid.engine import PRECISIONS
 from reid.errors import InputError
 from reid.images import ImageReadError
+from reid.layout import image_paths
 from reid.models import Encoder
-from reid.prediction import resolve_device
 from reid.transforms import eval_transform
 
 DISTANCE = "squared_euclidean"  # what the features are meant for (DESIGN: features L2-normalised, squared Euclidean)
@@ -62,18 +72,78 @@ class Preprocess:
 
 class FeatureModel(nn.Module):
     """(B, 3, H, W) preprocessed images -> (B, D) float32 L2-normalised features; with ``flip``, the
-    sum of the image's and its mirror image's embeddings, normalised (as ``extract_features``)."""
+    sum of the image's and its mirror image's embeddings, normalised. The feature maths of every stage."""
 
     def __init__(self, encoder: nn.Module, flip: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.flip = flip
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) float32 embeddings before normalisation (what runs under the evaluation autocast)."""
         features = self.encoder(images).float()  # (B, D)
         if self.flip:
             features = features + self.encoder(torch.flip(images, dims=[3])).float()
-        return F.normalize(features, dim=1)
+        return features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.embeddings(images), dim=1)
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, loader: Iterable, device: torch.device, flip: bool = False,
+                     amp_dtype: torch.dtype | None = None, verbose: bool = False) -> np.ndarray:
+    """Embeddings of every image of ``loader`` (batches of (B, 3, H, W) images), in loader order.
+
+    flip: test-time augmentation, the sum of the image's and its mirror image's embeddings.
+    amp_dtype: the evaluation autocast (``reid.engine.autocast_dtype``); None = float32.
+    Returns (N, D) float32, each row L2-normalised.
+    """
+    model = FeatureModel(encoder, flip).eval()
+    chunks = []
+    for images in tqdm(loader, desc="features", disable=not verbose, dynamic_ncols=True, leave=False):
+        images = images.to(device, non_blocking=True)
+        with engine.autocast(device, amp_dtype):
+            features = model.embeddings(images)  # (B, D)
+        chunks.append(F.normalize(features, dim=1).cpu())
+    if not chunks:
+        raise ValueError("no images to extract features from")
+    return torch.cat(chunks).numpy().astype(np.float32, copy=False)
+
+
+def features_for_frame(encoder: Encoder, df: pd.DataFrame, data_dir: str | Path, device: torch.device,
+                       batch_size: int = 64, num_workers: int = 0, flip: bool = False,
+                       amp_dtype: torch.dtype | None = None, verbose: bool = False,
+                       rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Features of the images of ``df`` (table rows with ``folder`` and ``img_id``), in row order.
+
+    Letterbox + normalisation at the encoder's size and statistics. Under DDP (world_size > 1) each
+    rank encodes a contiguous share and the shares are gathered, so every rank gets all rows.
+    Returns (len(df), D) float32, L2-normalised.
+    """
+    paths = image_paths(df, data_dir)
+    shares = np.array_split(np.arange(len(paths)), world_size)
+    mine = [paths[i] for i in shares[rank]]
+    dataset = ImageDataset(mine, eval_transform(encoder.img_size, encoder.mean, encoder.std))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    features = extract_features(encoder, loader, device, flip=flip, amp_dtype=amp_dtype, verbose=verbose) if mine else None
+    if world_size == 1:
+        return features
+    gathered: list[np.ndarray | None] = [None] * world_size
+    dist.all_gather_object(gathered, features)
+    return np.concatenate([part for part in gathered if part is not None])
+
+
+def check_finite_features(features: np.ndarray, checkpoint: str | Path) -> np.ndarray:
+    """``features`` (N, D) unchanged; ``InputError`` naming ``checkpoint`` when a row holds NaN or inf
+    (no distance, score or matrix is ever computed from them)."""
+    bad = int((~np.isfinite(features)).any(axis=1).sum())
+    if bad:
+        raise InputError(f"{checkpoint}: the features of {bad} of {len(features)} images hold NaN or infinite values: "
+                         "its weights are broken (a diverged run?), or they overflow in half precision (then try "
+                         "without mixed precision)")
+    return features
 
 
 class ReidEncoder:
@@ -98,6 +168,11 @@ class ReidEncoder:
         self.flip = flip
         self.checkpoint = checkpoint
         self.preprocess = Preprocess(module.img_size, module.mean, module.std)
+
+    @property
+    def training_config(self) -> TrainingConfig:
+        """``config`` as the typed training configuration (fields a published checkpoint lacks: the defaults)."""
+        return TrainingConfig.from_checkpoint(self.config, self.checkpoint or "checkpoint")
 
     @property
     def embed_dim(self) -> int:
@@ -127,8 +202,8 @@ class ReidEncoder:
             raise InputError("no images to embed")
         loader = DataLoader(_CropDataset(items, self.preprocess), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda")
-        return engine.extract_features(self.module, _Checked(loader), self.device, flip=self.flip if flip is None else flip,
-                                       amp_dtype=engine.autocast_dtype(self.device, self.precision), verbose=verbose)
+        return extract_features(self.module, _Checked(loader), self.device, flip=self.flip if flip is None else flip,
+                                amp_dtype=engine.autocast_dtype(self.device, self.precision), verbose=verbose)
 
     __call__ = embed
 
@@ -147,6 +222,7 @@ def load_encoder(checkpoint: str | os.PathLike, device: str | torch.device = "au
     """Load a trained checkpoint as a ``ReidEncoder``, its training configuration attached.
 
     device: ``auto`` (the first GPU when there is one, else the CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
+    (``reid.devices.resolve_device``)
     model, img_size, mean, std: None = as the checkpoint's configuration says; given = that value
     instead (``reid.engine.load_encoder``: a published ``weights_e{n}.pth`` carries no configuration
     and needs ``model``). precision: the evaluation precision on GPUs (fp32, bf16 or fp16 autocast,
@@ -154,12 +230,11 @@ def load_encoder(checkpoint: str | os.PathLike, device: str | torch.device = "au
     flip: flip test-time augmentation; None = as the model was evaluated in training (``flip_test``).
     A missing checkpoint raises ``FileNotFoundError``, an unreadable or foreign one ``InputError`` naming it.
     """
-    torch_device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device}: no GPU is visible here; use cpu or auto")
+    torch_device = resolve_device(device)
     module, config = engine.load_encoder(checkpoint, torch_device, model=model, img_size=img_size, mean=mean, std=std)
     return ReidEncoder(module, config, torch_device, precision=precision,
-                       flip=bool(config.get("flip_test", False)) if flip is None else flip, checkpoint=Path(checkpoint))
+                       flip=TrainingConfig.from_checkpoint(config, checkpoint).flip_test if flip is None else flip,
+                       checkpoint=Path(checkpoint))
 
 
 @dataclass(kw_only=True)

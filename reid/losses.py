@@ -11,7 +11,6 @@ batch.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,6 @@ from torch import nn
 
 from reid.distributed import gather_features
 
-LossName = Literal["infonce", "id", "triplet", "infonce+id", "infonce+triplet", "id+triplet", "infonce+id+triplet"]
 LOSS_TERMS = ("infonce", "id", "triplet")
 # The published TimmModel's initial log-temperature (CLIP's initialisation): logits = 14.3 * cosine.
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)

@@ -7,6 +7,10 @@ test split the ids are player ids (gallery ids repeat); for the challenge split 
 
 Every matrix this project writes uses this format, and the reader uses every column (the published
 reader's ``usecols=range(1, 910)`` silently dropped the last gallery column; that is not reproduced).
+
+Any stage that combines matrices, or checks one against a split, says how the ids differ with
+``id_mismatch`` (the one wording: which side has how many, the first differing position, the ids
+found on one side only); ``check_aligned`` applies it to matrices to be fused.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import contextlib
 import functools
 import gzip
 import os
-import tempfile
 import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -25,6 +29,7 @@ from typing import NoReturn
 import numpy as np
 
 from reid.errors import InputError
+from reid.files import atomic_path
 
 # Widths of "%10.5f": every value in (-999.99999, 9999.99999) is written in exactly 10 characters,
 # which lets the writer build the text with array operations; other values take the slow path.
@@ -77,6 +82,10 @@ class DistanceMatrix:
     @property
     def shape(self) -> tuple[int, int]:
         return self.values.shape
+
+    def with_values(self, values: np.ndarray) -> DistanceMatrix:
+        """A matrix with these ids and other (m, n) values (e.g. a fusion's result)."""
+        return DistanceMatrix(values, self.query_ids, self.gallery_ids)
 
     def sorted_by_query(self) -> DistanceMatrix:
         """The same matrix with its rows in ascending query id order (stable; no copy when already sorted)."""
@@ -139,19 +148,59 @@ class DistanceMatrix:
         matrix = self.sorted_by_query()
         header = ",".join(["0", *map(str, matrix.gallery_ids.tolist())]) + "\n"
         rows_per_block = max(1, (1 << 20) // max(matrix.shape[1], 1))  # formatted in blocks: memory O(block)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as raw, _maybe_gzip(raw, path) as file:
-                file.write(header.encode())
-                for start in range(0, matrix.shape[0], rows_per_block):
-                    block = slice(start, start + rows_per_block)
-                    file.write(format_rows(matrix.query_ids[block], matrix.values[block]))
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary, open(temporary, "wb") as raw, _maybe_gzip(raw, path) as file:
+            file.write(header.encode())
+            for start in range(0, matrix.shape[0], rows_per_block):
+                block = slice(start, start + rows_per_block)
+                file.write(format_rows(matrix.query_ids[block], matrix.values[block]))
         return path
+
+
+def id_mismatch(what: str, found: np.ndarray, expected: np.ndarray, found_name: str, expected_name: str,
+                expected_labels: np.ndarray | None = None) -> str | None:
+    """How the ``found`` ids differ from the ``expected`` ones, in order; None when they are equal.
+
+    what: ``query`` or ``gallery``; found_name / expected_name: how the text names each side (``the
+    CSV``, ``matrix 1 (a.csv)``, ``the test split``); expected_labels: a name for each expected
+    position (e.g. the image there), quoted at the first difference. The text has up to four parts
+    joined by ``; ``: the two counts when they differ, the first differing position of the common
+    prefix with both ids, the ids found only on one side, then only on the other (five of each at most).
+    """
+    found, expected = np.asarray(found), np.asarray(expected)
+    if np.array_equal(found, expected):
+        return None
+    parts = []
+    if len(found) != len(expected):
+        parts.append(f"{what} ids: {found_name} has {len(found)}, {expected_name} has {len(expected)}")
+    common = min(len(found), len(expected))
+    differ = np.flatnonzero(found[:common] != expected[:common])
+    if differ.size:
+        at = int(differ[0])
+        label = "" if expected_labels is None else f" ({expected_name}'s {what} image there: {expected_labels[at]})"
+        parts.append(f"{what} ids differ first at {what} position {at} (0-based): {found[at]} vs {expected[at]}{label}")
+    for side, ids, others in ((found_name, found, expected), (expected_name, expected, found)):
+        only = np.setdiff1d(ids, others)
+        if only.size:
+            parts.append(f"ids only in {side}: {only[:5].tolist()}")
+    return "; ".join(parts)
+
+
+def check_aligned(matrices: Sequence[DistanceMatrix]) -> list[np.ndarray]:
+    """The values of ``matrices`` once every one has the first one's query ids and gallery ids, in order
+    (the fusion maths of ``reid.retrieval.fusion`` takes them). Otherwise ``InputError`` naming the
+    matrix (its file when read from one) and how its ids differ (``id_mismatch``)."""
+    if len(matrices) == 0:
+        raise InputError("no matrices to fuse")
+    for index, matrix in enumerate(matrices):
+        if not isinstance(matrix, DistanceMatrix):
+            raise TypeError(f"matrix {index + 1} is a {type(matrix).__name__}, expected a DistanceMatrix")
+    first = matrices[0]
+    for index, matrix in enumerate(matrices[1:], start=2):
+        for what, ids, reference in (("query", matrix.query_ids, first.query_ids), ("gallery", matrix.gallery_ids, first.gallery_ids)):
+            problem = id_mismatch(what, ids, reference, f"matrix {index}", "matrix 1")
+            if problem:
+                raise InputError(f"matrix {index} ({matrix.name}) does not match matrix 1 ({first.name}): {problem}")
+    return [matrix.values for matrix in matrices]
 
 
 def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike], flag: str = "--output") -> None:

@@ -1,6 +1,8 @@
 """Image encoders: any timm model or an open_clip visual tower, one embedding per image.
 
-``build_model(config)`` reads these attributes (or keys) of ``config``:
+``build_model(config)`` reads these fields of a ``ModelSpec``, of a ``reid.config.TrainingConfig``
+(attributes, read strictly: a field it lacks is an error) or of a checkpoint's configuration dict
+(keys; a missing one takes the ``ModelSpec`` default):
 
 - ``model``: a timm name (``eva_large_patch14_336.in22k_ft_in22k_in1k``, ``resnet50``) or
   ``open_clip:<name>:<pretrained tag>`` (``open_clip:ViT-L-14:openai``);
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reid.config import TrainingConfig
 from reid.errors import InputError
 
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -51,11 +54,15 @@ class ModelSpec:
     grad_checkpointing: bool = False
 
     @classmethod
-    def from_config(cls, config: Any) -> ModelSpec:
-        """Pick the spec's fields from a configuration object or a plain dict (missing -> defaults)."""
-        get = config.get if isinstance(config, Mapping) else (lambda name, default: getattr(config, name, default))
-        values = {f.name: get(f.name, f.default) for f in dataclasses.fields(cls) if f.name != "model"}
-        return cls(model=get("model", None), **values)
+    def from_config(cls, config: TrainingConfig | Mapping[str, Any]) -> ModelSpec:
+        """The spec's fields of a training configuration (each attribute must exist) or of a plain dict
+        such as a checkpoint's configuration (``model`` required, other missing keys -> the defaults)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if isinstance(config, Mapping):
+            if not config.get("model"):
+                raise InputError("the model's configuration names no model")
+            return cls(**{name: config[name] for name in names if name in config})
+        return cls(**{name: getattr(config, name) for name in names})
 
 
 class Encoder(nn.Module):
@@ -82,11 +89,9 @@ class Encoder(nn.Module):
         return self.backbone(images)
 
 
-def build_model(config: Any) -> Encoder:
-    """Build the encoder described by ``config`` (an object or dict with the fields of ``ModelSpec``)."""
+def build_model(config: ModelSpec | TrainingConfig | Mapping[str, Any]) -> Encoder:
+    """Build the encoder described by ``config`` (see the module docstring)."""
     spec = config if isinstance(config, ModelSpec) else ModelSpec.from_config(config)
-    if not spec.model:
-        raise ValueError("no model name given")
     if spec.pretrained_file is not None and not Path(spec.pretrained_file).is_file():
         raise FileNotFoundError(f"pretrained_file {spec.pretrained_file} does not exist")
     check_model_name(spec.model)

@@ -1,7 +1,8 @@
-"""Searching new crops: re-ranking settings that fit small sets, and each query's ranked gallery as a table.
+"""Searching new crops: each query's ranked gallery as a table.
 
-The distances themselves come from ``reid.evaluation.distance_matrices`` (raw squared Euclidean, or
-a re-ranking of ``reid.retrieval.rerank``), the same functions the evaluation uses.
+The distances themselves come from ``reid.scoring.distance_matrices`` (raw squared Euclidean, or
+a re-ranking of ``reid.retrieval.rerank``, its settings fitted to small sets there), the same
+functions the evaluation uses.
 """
 
 from __future__ import annotations
@@ -13,24 +14,9 @@ import numpy as np
 import pandas as pd
 
 RerankName = Literal["none", "classic", "hard_weight"]
-# --rerank names -> the distance names of reid.evaluation.distance_matrices
+# --rerank names -> the distance names of reid.scoring.distance_matrices
 DISTANCE_OF = {"none": "raw", "classic": "classic", "hard_weight": "hard"}
 RANKING_COLUMNS = ("query", "rank", "gallery", "distance")
-
-
-def settings_for_sizes(settings: dict, method: RerankName, num_query: int, num_gallery: int) -> tuple[dict, str | None]:
-    """Re-ranking settings {k1, k2, lambda_value} shrunk to what the set sizes allow, and a note saying
-    so (None when unchanged): the neighbour lists hold k1 + 1 of all images (classic) or k1 gallery
-    images (hard-weight), and the query expansion k2 <= k1 of them."""
-    if method == "none":
-        return dict(settings), None
-    largest = num_query + num_gallery - 1 if method == "classic" else num_gallery
-    k1 = max(1, min(int(settings["k1"]), largest))
-    k2 = max(1, min(int(settings["k2"]), k1))
-    if (k1, k2) == (settings["k1"], settings["k2"]):
-        return dict(settings), None
-    return settings | {"k1": k1, "k2": k2}, (f"re-ranking with k1={k1}, k2={k2} instead of k1={settings['k1']}, "
-                                             f"k2={settings['k2']}: only {num_query} queries and {num_gallery} gallery images")
 
 
 def ranked_table(dist: np.ndarray, query_names: Sequence[str], gallery_names: Sequence[str],

@@ -7,7 +7,9 @@ evaluation, epoch 0 = zero-shot), ``curves.png``, ``last.pth`` (everything neede
 ``best.pth`` (weights + configuration of the best epoch by ``best_metric``); with ``tensorboard``,
 ``tensorboard/`` (``reid.tensorboard_log``).
 
-``config`` is a script's Configuration (see ``train_our_post.py`` for every field and its meaning).
+``config`` is a ``reid.config.TrainingConfig`` (a script's Configuration subclasses it; every field and
+its meaning are there). The held-out evaluation runs where training runs (``reid.devices``): on a
+GPU, the re-rankings too.
 
 Faults: a run folder that holds a run is refused unless the run is resumed or ``overwrite`` is set,
 and one in use by a live run always (``reid.run_folder``). A resumed run takes the checkpoint's
@@ -37,23 +39,24 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from reid.config import ConfigError, config_from_dict, config_to_dict, parse, save_config
-from reid.data import PairDataset, UniquePlayerBatchSampler, image_paths, load_train_frame, player_labels, query_gallery, split_train_test
+from reid import engine
+from reid.config import ConfigError, TrainingConfig, config_from_dict, config_to_dict, parse, save_config
+from reid.data import PairDataset, UniquePlayerBatchSampler, player_labels
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
-from reid.engine import (NonFiniteError, PairModel, autocast_dtype, build_scheduler, describe_precision,
-                         load_checkpoint, make_grad_scaler, non_finite_tensors, rng_state, save_checkpoint, schedule_steps,
-                         set_rng_state, train_one_epoch)
 from reid.errors import InputError, RunFailure, message
-from reid.evaluation import (DISTANCES, cmc_table, complete_scores, distance_matrices, features_for_frame,
-                             format_scores, score_matrices)
+from reid.files import atomic_path
+from reid.inference import features_for_frame
+from reid.layout import image_paths, load_train_frame, query_gallery, split_train_test
 from reid.losses import INITIAL_LOGIT_SCALE, ReidLoss
 from reid.models import build_model
 from reid.plots import plot_training_curves
 from reid.run_folder import claim_run_folder
+from reid.scoring import DISTANCES, complete_scores, evaluate_features, format_scores
 from reid.tensorboard_log import TrainingBoard
 from reid.transforms import train_transform
 
 T = TypeVar("T")
+C = TypeVar("C", bound=TrainingConfig)
 LOGGER_NAME = "reid.training"
 # The fields a resumed run may change: each takes effect from the first resumed epoch. Any other
 # field defines what the weights are (model, image size, loss), what the epochs already trained saw
@@ -69,7 +72,7 @@ RESUMABLE_FIELDS = frozenset({
 ACTION_FIELDS = ("resume", "overwrite")
 
 
-def parse_training_config(config_class: type[T], args: Sequence[str] | None = None) -> T:
+def parse_training_config(config_class: type[C], args: Sequence[str] | None = None) -> C:
     """``parse`` for training scripts: with ``--resume CKPT`` (and no ``--config``), the checkpoint's
     own configuration is the default, so ``--resume model/run/last.pth --epochs 12`` continues the
     same run and only the flags given change. (The run folder's config.json is not read: the
@@ -82,9 +85,9 @@ def parse_training_config(config_class: type[T], args: Sequence[str] | None = No
     return parse(config_class, args, default=default)
 
 
-def checkpoint_config(config_class: type[T], path: str | os.PathLike) -> T:
+def checkpoint_config(config_class: type[C], path: str | os.PathLike) -> C:
     """The training configuration saved in the checkpoint at ``path``, as ``config_class``."""
-    state = load_checkpoint(path)
+    state = engine.load_checkpoint(path)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         raise InputError(f"--resume {path}: not a training checkpoint of this project (no configuration inside)")
     try:
@@ -103,15 +106,17 @@ def _flag_value(args: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def default_run_name(config: Any, now: datetime | None = None) -> str:
+def default_run_name(config: TrainingConfig, now: datetime | None = None) -> str:
     """``<model>_<fold k | all>_seed<s>_<date-time>``, e.g. ``resnet50_fold-1_seed1_20240101-120000``."""
     model = config.model.replace("open_clip:", "openclip-").replace(":", "-").replace("/", "-")
     split = "all" if config.train_on_all else f"fold{config.fold}"
     return f"{model}_{split}_seed{config.seed}_{(now or datetime.now()):%Y%m%d-%H%M%S}"
 
 
-def run(config: Any) -> Path:
+def run(config: TrainingConfig) -> Path:
     """Train as ``config`` says; returns the run folder. Joins the torchrun process group when there is one."""
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"run() takes a reid.config.TrainingConfig (a training script's Configuration), got {type(config).__name__}")
     env, device = init_distributed(config.device)
     try:
         return _run(config, env, device)
@@ -119,9 +124,9 @@ def run(config: Any) -> Path:
         cleanup_distributed()
 
 
-def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
+def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
     _check(config)
-    resume_state = load_checkpoint(config.resume) if config.resume is not None else None
+    resume_state = engine.load_checkpoint(config.resume) if config.resume is not None else None
     changes: dict[str, tuple[Any, Any]] = {}
     if resume_state is not None:
         config, changes = _resume_config(config, resume_state)
@@ -153,7 +158,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                              triplet_margin=config.triplet_margin, rank=env.rank, world_size=env.world_size,
                              logit_scale_init=initial_logit_scale(config.logit_scale_init, encoder.logit_scale))
         # --mixed-precision fp16 is the published recipe: the loss, too, runs under the fp16 autocast
-        model = PairModel(encoder, criterion, loss_under_autocast=config.mixed_precision == "fp16").to(device)
+        model = engine.PairModel(encoder, criterion, loss_under_autocast=config.mixed_precision == "fp16").to(device)
         train_model = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                        if env.is_distributed else model)
 
@@ -163,12 +168,12 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
         # optimiser, schedule, mixed precision
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sampler.set_epoch(1)
-        warmup_steps, total_steps = schedule_steps(len(sampler), config.epochs, config.warmup_epochs, config.gradient_accumulation)
-        scheduler = build_scheduler(optimizer, config.scheduler, warmup_steps=warmup_steps, total_steps=total_steps,
-                                    lr_end=config.lr_end)
-        amp_dtype = autocast_dtype(device, config.mixed_precision)
-        scaler = make_grad_scaler(amp_dtype)
-        eval_dtype = autocast_dtype(device, config.eval_precision)
+        warmup_steps, total_steps = engine.schedule_steps(len(sampler), config.epochs, config.warmup_epochs, config.gradient_accumulation)
+        scheduler = engine.build_scheduler(optimizer, config.scheduler, warmup_steps=warmup_steps, total_steps=total_steps,
+                                           lr_end=config.lr_end)
+        amp_dtype = engine.autocast_dtype(device, config.mixed_precision)
+        scaler = engine.make_grad_scaler(amp_dtype)
+        eval_dtype = engine.autocast_dtype(device, config.eval_precision)
 
         # resume
         start_epoch, best = 0, {"score": -math.inf, "epoch": None}
@@ -207,13 +212,13 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                               f"or overflow{f' in {eval_dtype}' if eval_dtype else ''}); training stopped")
             if not env.is_main:
                 return None
-            query_ids, gallery_ids = query_df["player"].to_numpy(), gallery_df["player"].to_numpy()
-            matrices = distance_matrices(features[:len(query_df)], features[len(query_df):],
-                                         DISTANCES if config.rerank else ("raw",), k1=config.k1, k2=config.k2,
-                                         lambda_value=config.lambda_value)
-            scores = complete_scores(score_matrices(matrices, query_ids, gallery_ids))
+            # distances and re-rankings on the training device; each matrix sorted once for all its scores
+            evaluation = evaluate_features(features[:len(query_df)], features[len(query_df):], query_df["player"].to_numpy(),
+                                           gallery_df["player"].to_numpy(), DISTANCES if config.rerank else ("raw",),
+                                           config.rerank_settings, device, note=lambda text: log.info("note: %s", text))
+            scores = complete_scores(evaluation.scores)
             log.info("epoch %d, held-out scores (%d queries, %d gallery):\n%s\n%s", epoch, len(query_df), len(gallery_df),
-                     format_scores(scores), cmc_table(matrices, query_ids, gallery_ids))
+                     format_scores(scores), evaluation.cmc_table())
             return scores
 
         # zero-shot
@@ -232,11 +237,11 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             sampler.set_epoch(epoch)
             started_at = time.perf_counter()
             try:
-                stats = train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler, amp_dtype=amp_dtype,
-                                        gradient_accumulation=config.gradient_accumulation,
-                                        gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main,
-                                        on_step=board.step_logger(epoch) if board is not None else None)
-            except NonFiniteError as error:
+                stats = engine.train_one_epoch(train_model, loader, optimizer, scheduler, device, epoch, scaler=scaler,
+                                               amp_dtype=amp_dtype, gradient_accumulation=config.gradient_accumulation,
+                                               gradient_clipping=config.gradient_clipping, verbose=config.verbose and env.is_main,
+                                               on_step=board.step_logger(epoch) if board is not None else None)
+            except engine.NonFiniteError as error:
                 raise failure(str(error)) from None
             seconds = time.perf_counter() - started_at
             log.info("epoch %d: loss %.4f, lr %.3g, %.1f s (%.1f images/s)", epoch, stats["loss"], stats["lr"], seconds,
@@ -260,12 +265,12 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
                            "config": config_to_dict(_recorded(config)), "epoch": epoch, "scores": scores}
                 try:
                     if is_best:
-                        save_checkpoint(weights, run_dir / "best.pth")
-                    save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                               "scaler": scaler.state_dict() if scaler is not None else None,
-                                               "step": scheduler.last_epoch, "best": best, "rng": states},
-                                    run_dir / "last.pth")
-                except NonFiniteError as error:
+                        engine.save_checkpoint(weights, run_dir / "best.pth")
+                    engine.save_checkpoint(weights | {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                                      "scaler": scaler.state_dict() if scaler is not None else None,
+                                                      "step": scheduler.last_epoch, "best": best, "rng": states},
+                                           run_dir / "last.pth")
+                except engine.NonFiniteError as error:
                     raise failure(f"after epoch {epoch}: {error}") from None
                 log.info("saved %s%s", run_dir / "last.pth", f" and {run_dir / 'best.pth'} (best {config.best_metric})" if is_best else "")
             last_good = (run_dir / "last.pth", epoch)
@@ -287,7 +292,7 @@ def _run(config: Any, env: DistEnv, device: torch.device) -> Path:
             folder.release()
 
 
-def training_batches(config: Any, train_df: pd.DataFrame, labels: np.ndarray, encoder: torch.nn.Module,
+def training_batches(config: TrainingConfig, train_df: pd.DataFrame, labels: np.ndarray, encoder: torch.nn.Module,
                      device: torch.device, env: DistEnv = DistEnv()) -> tuple[UniquePlayerBatchSampler, DataLoader]:
     """The training loader of one process: batches of ``rank_batch_size`` pairs of distinct players
     (``UniquePlayerBatchSampler``; call ``sampler.set_epoch`` before each epoch), each image read,
@@ -319,7 +324,7 @@ def initial_logit_scale(setting: float | str, model_value: float | None) -> floa
     return float(setting)
 
 
-def rank_batch_size(config: Any, world_size: int) -> int:
+def rank_batch_size(config: TrainingConfig, world_size: int) -> int:
     """Pairs per batch on each process: ``batch_size`` (``batch_scope`` per_gpu), or ``batch_size`` split
     evenly over the processes (``total``, as the published DataParallel script split it)."""
     if config.batch_scope == "per_gpu":
@@ -330,7 +335,7 @@ def rank_batch_size(config: Any, world_size: int) -> int:
     return config.batch_size // world_size
 
 
-def _check(config: Any) -> None:
+def _check(config: TrainingConfig) -> None:
     if config.epochs < 0 or config.batch_size < 1 or config.gradient_accumulation < 1:
         raise InputError("--epochs must be >= 0, --batch-size and --gradient-accumulation >= 1")
     if config.logit_scale_init != "model" and not math.isfinite(float(config.logit_scale_init)):
@@ -341,13 +346,13 @@ def _check(config: Any) -> None:
         raise InputError("--resume continues the run in its folder, --overwrite replaces it: give one of them")
 
 
-def _recorded(config: Any) -> Any:
+def _recorded(config: C) -> C:
     """The configuration as config.json and the checkpoints keep it: the run's settings, without this
     invocation's actions (loading that config.json with --config starts a new run, not a resume)."""
     return dataclasses.replace(config, resume=None, overwrite=False)
 
 
-def _resume_config(config: Any, state: dict[str, Any]) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+def _resume_config(config: C, state: dict[str, Any]) -> tuple[C, dict[str, tuple[Any, Any]]]:
     """The configuration of a resumed run, checked against the checkpoint's (the truth).
 
     Unset derived fields (image size, normalisation, run name: None) take the checkpoint's values;
@@ -374,7 +379,7 @@ def _resume_config(config: Any, state: dict[str, Any]) -> tuple[Any, dict[str, t
                          "or start a new run")
     if config.epochs < int(state["epoch"]):
         raise InputError(f"--resume {path}: --epochs {config.epochs} is fewer than the {state['epoch']} already trained")
-    bad = non_finite_tensors({part: state.get(part) for part in ("model", "criterion", "optimizer")})
+    bad = engine.non_finite_tensors({part: state.get(part) for part in ("model", "criterion", "optimizer")})
     if bad:
         raise InputError(f"--resume {path}: the checkpoint holds NaN or infinite values ({', '.join(bad[:3])}"
                          f"{', ...' if len(bad) > 3 else ''}); it cannot be continued: start a new run")
@@ -417,7 +422,7 @@ def _decided_on_main(env: DistEnv, work: Callable[[], T]) -> T | None:
     return result
 
 
-def _restore(state: dict[str, Any], config: Any, model: PairModel, optimizer: torch.optim.Optimizer,
+def _restore(state: dict[str, Any], config: TrainingConfig, model: engine.PairModel, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler | None,
              env: DistEnv) -> tuple[int, dict[str, Any]]:
     """Load a ``last.pth`` (checked by ``_resume_config``) into the run's objects; returns (epochs done, best so far)."""
@@ -437,13 +442,13 @@ def _restore(state: dict[str, Any], config: Any, model: PairModel, optimizer: to
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     if len(state["rng"]) == env.world_size:
-        set_rng_state(state["rng"][env.rank])
+        engine.set_rng_state(state["rng"][env.rank])
     return int(state["epoch"]), dict(state["best"])
 
 
 def _gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
     """Every rank's random state, rank order (all ranks take part; rank 0 saves them)."""
-    state = rng_state()
+    state = engine.rng_state()
     if not env.is_distributed:
         return [state]
     gathered: list[Any] = [None] * env.world_size
@@ -461,9 +466,8 @@ def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, float]]:
 
 def _write_metrics(rows: list[dict[str, float]], run_dir: Path) -> None:
     table = pd.DataFrame(rows)
-    temporary = run_dir / ".metrics.csv.tmp"
-    table.to_csv(temporary, index=False, float_format="%.6f")
-    os.replace(temporary, run_dir / "metrics.csv")
+    with atomic_path(run_dir / "metrics.csv") as temporary:
+        table.to_csv(temporary, index=False, float_format="%.6f")
     plot_training_curves(table, run_dir / "curves.png", title=run_dir.name)
 
 
@@ -495,13 +499,13 @@ def _log_to_file(log: logging.Logger, message: str) -> None:
             handler.handle(record)
 
 
-def _log_header(log: logging.Logger, config: Any, env: DistEnv, device: torch.device, encoder: torch.nn.Module,
+def _log_header(log: logging.Logger, config: TrainingConfig, env: DistEnv, device: torch.device, encoder: torch.nn.Module,
                 criterion: ReidLoss, train_df: pd.DataFrame, query_df: pd.DataFrame, gallery_df: pd.DataFrame, batches: int,
                 start_epoch: int) -> None:
     parameters = sum(p.numel() for p in encoder.parameters())
     log.info("%s run %s on %d process(es), device %s; training %s, evaluation %s", "resuming" if start_epoch else "starting",
-             config.run_name, env.world_size, device, describe_precision(device, config.mixed_precision),
-             describe_precision(device, config.eval_precision))
+             config.run_name, env.world_size, device, engine.describe_precision(device, config.mixed_precision),
+             engine.describe_precision(device, config.eval_precision))
     log.info("model %s: %.1f M parameters, embedding %d, image %s, mean %s, std %s", config.model, parameters / 1e6,
              encoder.embed_dim, "x".join(map(str, encoder.img_size)), np.round(encoder.mean, 4).tolist(),
              np.round(encoder.std, 4).tolist())

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
-from reid.distance import squared_euclidean
+from reid.retrieval.distance import squared_euclidean
 
 CMC_CONFIGS = ("allshots", "cuhk03", "market1501")
 

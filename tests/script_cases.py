@@ -1,7 +1,7 @@
 """Run stage scripts as a user does (``python script.py --flags``), many cases in one Python process.
 
 Starting Python and importing torch takes seconds, so ``run_cases`` starts one subprocess that runs
-every case in turn: each script runs as ``__main__`` with its own ``sys.argv`` and working folder,
+every case in turn (``run_here`` runs them in the calling process): each script runs as ``__main__`` with its own ``sys.argv`` and working folder,
 exactly as ``python script.py ...`` would run it, and what it prints and its exit status are
 collected (an exception that escapes the script is printed with its traceback, status 1, as Python
 does). ``python tests/script_cases.py cases.json results.json`` is that subprocess.
@@ -56,6 +56,20 @@ def run_cases(cases: list[Case], folder: Path, timeout: float = 600) -> list[Res
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"the case runner itself failed:\n{done.stderr}"
     return [Result(**values, case=c) for values, c in zip(json.loads(results_file.read_text()), cases)]
+
+
+def run_here(cases: list[Case]) -> list[Result]:
+    """Run ``cases`` in this Python process, one after the other, as the subprocess of ``run_cases`` runs
+    them (for cases without side effects on the process, e.g. ``--help``: no interpreter start)."""
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "200"
+    try:
+        return [Result(**_run_one(asdict(c)), case=c) for c in cases]
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
 
 
 def assert_error(result: Result, status: int, *fragments: str, max_lines: int = 2) -> None:

@@ -1,4 +1,4 @@
-"""Blockwise metrics: the numbers of ``reid.metrics.evaluate`` without the (m, n) matrix."""
+"""Blockwise metrics: the numbers of ``reid.retrieval.metrics.evaluate`` without the (m, n) matrix."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from reid.blockwise_metrics import evaluate_blocks, evaluate_features, evaluate_topk
-from reid.distance import squared_euclidean
-from reid.metrics import evaluate
+from reid.retrieval.blockwise_metrics import evaluate_blocks, evaluate_features, evaluate_topk
+from reid.retrieval.distance import squared_euclidean
+from reid.retrieval.metrics import evaluate
 from reid.retrieval.rerank import classic_blocks, classic_from_features
-from reid.synthetic_features import clustered_features
+from reid.synthetic.features import clustered_features
 
 
 def _case(seed: int = 0):

@@ -11,7 +11,8 @@ from typing import Literal
 
 import pytest
 
-from reid.config import ConfigError, config_to_dict, load_config, parse, save_config
+from reid.config import ConfigError, RerankSettings, TrainingConfig, config_to_dict, load_config, parse, save_config
+from reid.errors import InputError
 
 
 @dataclass
@@ -118,3 +119,33 @@ def test_help_lists_fields_with_descriptions(tmp_path):
     assert result.returncode == 0, result.stderr
     for text in ("Stage docstring", "--batch-size", "Pairs per batch.", "8"):
         assert text in result.stdout
+
+
+def test_rerank_settings_defaults_overrides_and_checks():
+    # the published pipeline's settings, once: the training fields' defaults are these
+    assert RerankSettings() == RerankSettings(k1=20, k2=6, lambda_value=0.7, expansion_threshold=2 / 3)
+    training = TrainingConfig()
+    assert (training.k1, training.k2, training.lambda_value) == (20, 6, 0.7)
+    assert training.rerank_settings == RerankSettings()
+    assert RerankSettings().replaced(k1=30, lambda_value=None) == RerankSettings(k1=30)  # None keeps a value
+    with pytest.raises(InputError, match="--k2"):
+        RerankSettings(k1=4, k2=5)
+    with pytest.raises(InputError, match="--k1"):
+        RerankSettings().replaced(k1=0)
+
+
+def test_a_training_configuration_may_only_give_other_defaults():
+    @dataclass
+    class Recipe(TrainingConfig):
+        epochs: int = 3
+
+    assert Recipe().epochs == 3 and Recipe().lr == TrainingConfig().lr
+    with pytest.raises(TypeError, match=r"learning_rate not field\(s\) of reid.config.TrainingConfig"):
+        @dataclass
+        class Misspelt(TrainingConfig):
+            learning_rate: float = 1e-3
+    checkpoint = {"model": "resnet50", "k1": 30, "field_of_another_version": 1}
+    saved = TrainingConfig.from_checkpoint(checkpoint)
+    assert saved.model == "resnet50" and saved.k1 == 30 and saved.k2 == 6  # what it lacks: the defaults
+    with pytest.raises(InputError, match=r"best\.pth: its training configuration does not fit.*'epochs'"):
+        TrainingConfig.from_checkpoint({"model": "resnet50", "epochs": "many"}, "best.pth")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tiny_models import one_thread  # noqa: F401  (autouse)
-from reid.data import (ImageReadError, PairDataset, UniquePlayerBatchSampler, player_labels, query_gallery, read_image,
-                       sort_for_evaluation, split_train_test)
+from reid.data import PairDataset, UniquePlayerBatchSampler, player_labels, read_image
+from reid.images import ImageReadError
+from reid.layout import query_gallery, sort_for_evaluation, split_train_test
 from reid.transforms import eval_transform
 
 

@@ -1,11 +1,11 @@
-"""reid.distance: the published squared-Euclidean convention, blockwise and on torch."""
+"""reid.retrieval.distance: the published squared-Euclidean convention, blockwise and on torch."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from reid.distance import cosine_distance, squared_euclidean
+from reid.retrieval.distance import cosine_distance, squared_euclidean
 
 
 def test_matches_reference_bit_for_bit(reference_dir):

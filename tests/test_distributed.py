@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tiny_models import one_thread  # noqa: F401  (autouse)
 from torch.nn.parallel import DistributedDataParallel
 
 from reid.distributed import env_from_environment, gather_features
@@ -77,10 +76,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_ranks() -> dict:
-    """What each of 2 gloo processes computed (spawned once for the tests below)."""
-    manager = mp.Manager()
+    """What each of 2 gloo processes computed (started once for the tests below). Forked, not spawned: a
+    spawned child imports torch and the package again (seconds); this process runs torch on one thread
+    (tests/conftest.py), so there is no thread pool for a fork to break."""
+    manager = mp.get_context("fork").Manager()
     results = manager.dict()
-    mp.spawn(_worker, args=(free_port(), results), nprocs=WORLD, join=True)
+    mp.start_processes(_worker, args=(free_port(), results), nprocs=WORLD, join=True, start_method="fork")
     return {rank: results[rank] for rank in range(WORLD)}
 
 

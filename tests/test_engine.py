@@ -12,11 +12,25 @@ import pytest
 import torch
 from torch import nn
 
-from tiny_models import one_thread  # noqa: F401  (autouse)
-from reid.engine import (IMAGENET_MEAN, OPENAI_MEAN, NonFiniteError, PairModel, autocast_dtype, build_scheduler,
-                         describe_precision, extract_features, load_checkpoint, load_encoder, lr_factor, rng_state,
-                         save_checkpoint, schedule_steps, set_rng_state, train_one_epoch)
+from reid.engine import (
+    IMAGENET_MEAN,
+    OPENAI_MEAN,
+    NonFiniteError,
+    PairModel,
+    autocast_dtype,
+    build_scheduler,
+    describe_precision,
+    load_checkpoint,
+    load_encoder,
+    lr_factor,
+    rng_state,
+    save_checkpoint,
+    schedule_steps,
+    set_rng_state,
+    train_one_epoch,
+)
 from reid.errors import InputError, RunFailure
+from reid.inference import extract_features
 from reid.losses import ReidLoss
 from reid.models import build_model
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import one_thread  # noqa: F401  (autouse)
 from torch import nn
 
 import export

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (autouse: torch's spinning threads would starve scikit-learn's t-SNE)
 
-from reid.distance import squared_euclidean
 from reid.feature_stats import pair_distances
 from reid.features import FeatureFileError, FeatureSet
 from reid.plots import plot_distance_histograms, plot_feature_map, tsne_points
+from reid.retrieval.distance import squared_euclidean
 
 
 def clustered_features(players: int = 6, per_player: int = 8, dim: int = 16, spread: float = 0.35, seed: int = 0) -> FeatureSet:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plain_postprocess import plain_dissimilarity_fusion, plain_similarity_fusion
 
 from reid.matrices import DistanceMatrix
-from plain_postprocess import plain_dissimilarity_fusion, plain_similarity_fusion
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_models import one_thread  # noqa: F401  (autouse)
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 import gpu_check  # noqa: E402

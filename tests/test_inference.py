@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import predict
 import reid
 from reid.crops import find_images
+from reid.devices import resolve_device
 from reid.engine import save_checkpoint
 from reid.errors import InputError
-from reid.images import ImageReadError
 from reid.features import FeatureSet
+from reid.images import ImageReadError
 from reid.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +135,14 @@ def test_find_images_walks_any_layout_in_natural_order(tmp_path):
         (tmp_path / name).write_bytes(b"")
     found = find_images([tmp_path, tmp_path / "b" / "2.jpg"])
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/x.PNG", "b/2.jpg", "b/10.jpg"]
+
+
+def test_one_device_policy_for_every_stage():
+    expected = torch.device("cuda:1" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto", local_rank=1) == expected  # under torchrun: this process's GPU
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(InputError, match="expected auto, cpu, cuda"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no GPU is visible here"):
+            resolve_device("cuda")

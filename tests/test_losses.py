@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from tiny_models import one_thread  # noqa: F401  (autouse)
 from reid.losses import INITIAL_LOGIT_SCALE, ReidLoss, id_loss, infonce, parse_loss_name, triplet
 
 

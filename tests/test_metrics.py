@@ -1,4 +1,4 @@
-"""reid.metrics: hand-computed cases, a plain per-query loop, the reference cases, torch agreement."""
+"""reid.retrieval.metrics: hand-computed cases, a plain per-query loop, the reference cases, torch agreement."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from reid import metrics
-from reid.metrics import cmc, evaluate, mean_ap, mean_inp
+from reid.retrieval import metrics
+from reid.retrieval.metrics import cmc, evaluate, mean_ap, mean_inp
 from tests.plain_postprocess import plain_scores
 
 DISTANCES = ("raw", "rerank_l07", "rerank_l03", "hardweight")

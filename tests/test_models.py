@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from tiny_models import one_thread  # noqa: F401  (autouse)
+from reid.config import TrainingConfig
 from reid.models import ModelSpec, build_model, normalize_img_size
 
 
@@ -76,15 +76,19 @@ def test_bad_specifications_are_explained(tmp_path):
         build_model({"model": "test_vit", "img_size": 32, "mean": (0.5, 0.5)})
 
 
-def test_spec_reads_objects_and_dicts():
-    class Config:
-        model = "resnet18"
-        img_size = (64,)
-        lr = 0.1  # not a model field: ignored
-
-    spec = ModelSpec.from_config(Config())
+def test_spec_reads_training_configurations_strictly_and_checkpoint_dicts():
+    spec = ModelSpec.from_config(TrainingConfig(model="resnet18", img_size=(64,), lr=0.1))
     assert spec.model == "resnet18" and spec.img_size == (64,) and spec.remove_proj is True
     assert normalize_img_size(spec.img_size) == (64, 64)
+
+    class Renamed:  # a configuration whose field was renamed: an error, not a silent default
+        model = "resnet18"
+        image_size = (64,)
+
+    with pytest.raises(AttributeError, match="pretrained"):
+        ModelSpec.from_config(Renamed())
+    saved = {"model": "resnet18", "img_size": [64], "lr": 0.1}  # a checkpoint's dict: the model's keys, others ignored
+    assert ModelSpec.from_config(saved) == ModelSpec(model="resnet18", img_size=[64])
 
 
 def activations(encoder) -> set[str]:

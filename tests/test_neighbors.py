@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid.distance import squared_euclidean
+from reid.retrieval.distance import squared_euclidean
 from reid.retrieval.neighbors import distance_blocks, knn, reciprocal_mask, square_blocks, symmetric_distance_blocks
-from reid.synthetic_features import clustered_features
+from reid.synthetic.features import clustered_features
 
 
 def _features(seed: int = 0, count: int = 700, dim: int = 48) -> torch.Tensor:

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import evaluate
 import predict

@@ -19,21 +19,20 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from tiny_models import one_thread  # noqa: F401  (autouse)
+from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
+from reference_cases import distance_d
 
 import evaluate
 import predict
-from reid.config import parse
-from reid.distance import squared_euclidean
+from reid.config import RerankSettings, parse
 from reid.engine import save_checkpoint
-from reid.evaluation import evaluate_features
 from reid.features import FeatureSet
+from reid.layout import split_frames
 from reid.matrices import DistanceMatrix
 from reid.models import build_model
-from reid.evaluation import distance_matrices
-from reid.prediction import choose_queries, model_names, split_frames
-from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
-from reference_cases import distance_d
+from reid.prediction import choose_queries, model_names
+from reid.retrieval.distance import squared_euclidean
+from reid.scoring import distance_matrices, evaluate_features
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTANCES = ("raw", "classic", "hard")
@@ -221,7 +220,7 @@ def test_evaluate_scores_equal_the_training_evaluation_and_draw_a_rank_list(twin
     # the same numbers as the per-epoch evaluation of training on the same features
     features = FeatureSet.load(predicted / "run1" / "features_test.npz")
     expected = evaluate_features(features.query.features, features.gallery.features, features.query.player,
-                                 features.gallery.player, k1=20, k2=6, lambda_value=0.7)
+                                 features.gallery.player, settings=RerankSettings(k1=20, k2=6, lambda_value=0.7)).scores
     assert scores == pytest.approx(expected, abs=1e-12)
     table = pd.read_csv(output_dir / "scores.csv")
     assert table["distance"].tolist() == list(DISTANCES)
@@ -309,12 +308,13 @@ def test_name_scripts_list_the_rows_and_columns_of_saved_matrices(twin, predicte
     challenge_query, challenge_gallery = expected_challenge_ids(twin)
     np.testing.assert_array_equal(pd.read_csv(query_csv)["id"], challenge_query)
     np.testing.assert_array_equal(pd.read_csv(gallery_csv)["id"], challenge_gallery)
-    with pytest.raises(ValueError, match=r"test_raw\.csv: 10 query ids, the challenge split has 12"):
+    with pytest.raises(ValueError, match=r"test_raw\.csv is not a matrix of the challenge split.*"
+                                         r"query ids: the matrix has 10, the challenge split has 12"):
         name_challenge.main(name_challenge.Configuration(data_dir=twin, output_dir=tmp_path,
                                                          matrix=predicted / "run1" / "test_raw.csv"))
     saved = DistanceMatrix.read_csv(predicted / "run1" / "test_raw.csv")
     reordered = DistanceMatrix(saved.values[:, ::-1], saved.query_ids, saved.gallery_ids[::-1]).write_csv(tmp_path / "reordered.csv")
-    with pytest.raises(ValueError, match=rf"gallery position 0 \(0-based\) has id {gallery_players[-1]}.*{gallery_stems[0]}"):
+    with pytest.raises(ValueError, match=rf"gallery position 0 \(0-based\): {gallery_players[-1]} vs .*{gallery_stems[0]}"):
         name_test.main(name_test.Configuration(data_dir=twin, output_dir=tmp_path, matrix=reordered))
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from reid.matrices import DistanceMatrix
-
 from plain_postprocess import CMC_CONFIGS, plain_scores
-from predict_fortestset import check_test_split_ids, split_players_in_order
+
+from predict_fortestset import check_test_split_ids
+from reid.layout import query_gallery, split_train_test
+from reid.matrices import DistanceMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,10 +58,15 @@ def _assert_scores_printed(stdout, values, query_players, gallery_players):
         assert printed[name] == pytest.approx((100 * curves[name][[0, 4, 9]]).tolist(), abs=0.0051), name
 
 
+def held_out_rows(train_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The test split's query and gallery rows in evaluation order, as the script reads them (reid.layout)."""
+    return query_gallery(split_train_test(train_df)[1])
+
+
 def test_evaluation_order_from_train_df():
-    query, gallery = split_players_in_order(_train_df())
-    np.testing.assert_array_equal(query, [4, 9, 12])
-    np.testing.assert_array_equal(gallery, np.repeat([4, 9, 12], FRAMES - 1))
+    query, gallery = held_out_rows(_train_df())
+    np.testing.assert_array_equal(query["player"], [4, 9, 12])
+    np.testing.assert_array_equal(gallery["player"], np.repeat([4, 9, 12], FRAMES - 1))
 
 
 def test_scores_a_test_split_matrix(tmp_path):
@@ -82,14 +87,14 @@ def test_reports_what_differs_from_the_test_split(tmp_path):
     train_df.to_csv(tmp_path / "data" / "data_reid" / "train_df.csv", index=False)
     matrix = _test_matrix(np.random.default_rng(1))
     dropped = DistanceMatrix(matrix.values[:, :-1], matrix.query_ids, matrix.gallery_ids[:-1])  # the published reader's defect
-    problems = check_test_split_ids(dropped, train_df)
+    problems = check_test_split_ids(dropped, *held_out_rows(train_df))
     assert problems == ["gallery ids: the CSV has 14, train_df's test split has 15"]
     other = DistanceMatrix(matrix.values, [4, 9, 13], matrix.gallery_ids)
-    (problem,) = check_test_split_ids(other, train_df)
-    assert "query position 2 (0-based): CSV 13, expected 12" in problem and "only in the CSV: [13]" in problem
+    (problem,) = check_test_split_ids(other, *held_out_rows(train_df))
+    assert "query position 2 (0-based): 13 vs 12" in problem and "only in the CSV: [13]" in problem
     other.write_csv(tmp_path / "other.csv")
     result = _run("--csv", tmp_path / "other.csv", "--data-dir", tmp_path / "data", cwd=tmp_path)
-    assert result.returncode != 0 and "does not match the test split" in result.stderr and "CSV 13, expected 12" in result.stderr
+    assert result.returncode != 0 and "does not match the test split" in result.stderr and "13 vs 12" in result.stderr
 
 
 def test_scores_a_challenge_matrix_against_the_truth(tmp_path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from script_cases import case, run_cases, run_here
 
 from reid.catalog import CatalogError, challenge_frame, count_table, format_count_table, training_frame
 
@@ -158,12 +157,11 @@ def test_train_and_test_sharing_an_id_is_refused(data_reid):
 def test_preprocess_script_on_the_small_twin(tmp_path):
     """The two scripts as a user runs them: synthetic twin, then the DataFrames and the count table."""
     data_dir = tmp_path / "data"
-    run = dict(cwd=REPO, capture_output=True, text=True, timeout=300)
-    download = subprocess.run([sys.executable, "download_data.py", "--source", "synthetic", "--data-dir", str(data_dir),
-                               "--scale", "small", "--workers", "2"], **run)
-    assert download.returncode == 0, download.stderr
-    result = subprocess.run([sys.executable, "preprocess_data.py", "--data-dir", str(data_dir), "--verify-images"], **run)
-    assert result.returncode == 0, result.stderr
+    download, result = run_cases([case("download_data.py", "--source", "synthetic", "--data-dir", data_dir, "--scale", "small",
+                                       "--workers", "2"),
+                                  case("preprocess_data.py", "--data-dir", data_dir, "--verify-images")], tmp_path)
+    assert download.status == 0, download.stderr
+    assert result.status == 0, result.stderr
     assert "verified 1,568 images: every one decodes" in result.stdout
     assert "train             |    60 |     1179" in result.stdout
     assert "gallery challenge |   185 |      185" in result.stdout
@@ -176,7 +174,7 @@ def test_preprocess_script_on_the_small_twin(tmp_path):
     assert (data_dir / "data_reid" / "preprocess_config.json").is_file()
 
     (data_dir / "data_reid" / "reid_training" / "oops.png").touch()
-    failed = subprocess.run([sys.executable, "preprocess_data.py", "--data-dir", str(data_dir)], **run)
-    assert failed.returncode == 2
+    (failed,) = run_here([case("preprocess_data.py", "--data-dir", data_dir)])
+    assert failed.status == 2
     assert "oops.png: file name does not fit the pattern" in failed.stderr and "Traceback" not in failed.stderr
     # unreadable images with --verify-images: tests/test_script_errors.py

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import reid.retrieval.sparse_rows as sparse_rows
-from reid.distance import squared_euclidean
+from reid.retrieval.distance import squared_euclidean
 from reid.retrieval.hard_weight import _expand_gallery, _expand_queries
 from reid.retrieval.rerank import classic, classic_from_features, hard_weight, hard_weight_from_features, rerank
-from reid.synthetic_features import clustered_features
+from reid.synthetic.features import clustered_features
 from tests.plain_postprocess import plain_classic, plain_hard_weight
 
 TOLERANCE = 1e-5  # reference README: float32 distance matrices
@@ -77,7 +77,8 @@ def test_hard_weight_equals_plain_dense_version(front_end, seed, k1, k2, thresho
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize(("variant", "key"), [("classic_l03", "dist_rerank_l03"), ("classic_l07", "dist_rerank_l07"), ("hard_weight", "dist_hardweight")])
+@pytest.mark.parametrize(("variant", "key"), [("classic_l03", "dist_rerank_l03"), ("classic_l07", "dist_rerank_l07"),
+                                              ("hard_weight", "dist_hardweight")])
 def test_reference_cases(reference_dir, seed, variant, key):
     case = np.load(reference_dir / f"test_seed{seed}.npz")
     q, g = case["query_feats"], case["gallery_feats"]
@@ -237,7 +238,7 @@ def test_rerank_runs_the_named_variant_from_features():
 
 
 def test_prediction_and_evaluation_matrices_are_the_re_rankings():
-    from reid.evaluation import distance_matrices
+    from reid.scoring import distance_matrices
 
     q, g, _, _ = clustered_features(20, 200, 32, num_ids=20, noise=2.0, seed=10)
     matrices = distance_matrices(q, g)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_models import one_thread  # noqa: F401  (autouse)
 
 import cluster
 import reid

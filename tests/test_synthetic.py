@@ -1,4 +1,4 @@
-"""reid.synthetic: the twin's plan (exact real counts at full scale), layout, names, sizes, truth, determinism."""
+"""reid.synthetic.twin: the twin's plan (exact real counts at full scale), layout, names, sizes, truth, determinism."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from reid.download import DownloadError, read_marker
-from reid.synthetic import SCALES, TRUTH_NAME, contact_sheet, count_table, generate_twin, plan_twin, render_sequence
+from reid.layout import TRUTH_NAME
+from reid.synthetic.twin import SCALES, contact_sheet, count_table, generate_twin, plan_twin, render_sequence
 
 # The 2023 SynergyReID counts, as printed by the challenge toolkit.
 REAL_COUNTS = {
@@ -26,10 +27,9 @@ FOLDERS = ["reid_training", "reid_test/query", "reid_test/gallery", "reid_challe
 
 
 @pytest.fixture(scope="module")
-def small_twin(tmp_path_factory) -> Path:
-    data_dir = tmp_path_factory.mktemp("twin")
-    generate_twin(data_dir, "small", seed=0, workers=2, progress=False)
-    return data_dir
+def small_twin(twin_images) -> Path:
+    """The session's small twin (seed 0, drawn by 2 worker processes), as download_data.py writes it."""
+    return twin_images
 
 
 def test_full_plan_has_exactly_the_real_counts():
@@ -140,7 +140,7 @@ def test_another_seed_draws_other_images():
 
 def test_identities_differ_within_a_team():
     """Teammates share a kit, so other cues must differ: no two people of a sequence look the same."""
-    from reid.synthetic import sequence_people
+    from reid.synthetic.twin import sequence_people
 
     plan = plan_twin("small", 0)
     for seq in plan.sequences:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from tiny_models import one_thread  # noqa: F401  (autouse)
+from script_cases import case, run_here
 
 import reid.training as training
 from reid.engine import load_checkpoint, load_encoder
@@ -131,7 +131,7 @@ def test_weights_that_give_non_finite_features_are_never_scored(small_twin, tmp_
                 parameter.mul_(1e30)
         return {"loss": 1.0, "lr": 0.0}
 
-    monkeypatch.setattr(training, "train_one_epoch", blow_up)
+    monkeypatch.setattr(training.engine, "train_one_epoch", blow_up)
     config = Configuration(**(TINY | {"img_size": (24, 12), "batch_size": 16}), epochs=1, zero_shot=False, rerank=False,
                            best_metric="map_raw", data_dir=small_twin, model_path=tmp_path, run_name="huge")
     with pytest.raises(RunFailure, match="held-out features of epoch 1 hold NaN or infinite values"):
@@ -180,7 +180,7 @@ def record_and_stop(seen: dict):
 def test_flags_given_beside_resume_take_effect(trained, tmp_path, monkeypatch):
     run_dir = copy_of(trained, tmp_path)
     seen: dict = {}
-    monkeypatch.setattr(training, "train_one_epoch", record_and_stop(seen))
+    monkeypatch.setattr(training.engine, "train_one_epoch", record_and_stop(seen))
     args = ["--resume", str(run_dir / "last.pth"), "--epochs", "4", "--lr", "5e-3", "--weight-decay", "0.2",
             "--gradient-clipping", "2.5", "--scheduler", "polynomial", "--lr-end", "1e-4"]
     with pytest.raises(KeyboardInterrupt):
@@ -304,7 +304,7 @@ def assert_same_weights(resumed: Path, whole: Path) -> None:
 
 def stop_in_epoch(epoch_to_stop: int, after_batches: int):
     """A train_one_epoch that is interrupted (as by Ctrl-C) after some batches of one epoch."""
-    real = training.train_one_epoch
+    real = training.engine.train_one_epoch
 
     def interrupted(model, loader, *args, **kwargs):
         if inspect.signature(real).bind(model, loader, *args, **kwargs).arguments["epoch"] != epoch_to_stop:
@@ -324,7 +324,7 @@ def stop_in_epoch(epoch_to_stop: int, after_batches: int):
 def test_an_interrupted_and_resumed_run_ends_with_the_same_weights(whole, small_twin, tmp_path, monkeypatch):
     base = Configuration(**UNINTERRUPTED, data_dir=small_twin, model_path=tmp_path)
     with monkeypatch.context() as patch:
-        patch.setattr(training, "train_one_epoch", stop_in_epoch(2, after_batches=3))
+        patch.setattr(training.engine, "train_one_epoch", stop_in_epoch(2, after_batches=3))
         with pytest.raises(KeyboardInterrupt):
             run(dataclasses.replace(base, run_name="cut"))
     assert load_checkpoint(tmp_path / "cut" / "last.pth")["epoch"] == 1
@@ -390,8 +390,8 @@ def test_torchrun_with_two_cpu_processes(small_twin, tmp_path):
 @pytest.mark.parametrize("script, default", [("train_our_post.py", "eva_large_patch14_336.in22k_ft_in22k_in1k"),
                                              ("train_our_post_resnet.py", "resnet50")])
 def test_scripts_explain_their_fields(script, default):
-    result = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    (result,) = run_here([case(script, "--help")])  # as python script --help, in this process
+    assert result.status == 0, result.stderr
     text = " ".join(result.stdout.replace("│", " ").split())
     for flag in ("--model", "--pretrained-file", "--img-size", "--loss", "--epochs", "--batch-size", "--lr", "--seed",
                  "--data-dir", "--model-path", "--run-name", "--resume", "--zero-shot", "--device", "--num-workers",

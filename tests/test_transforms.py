@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_models import one_thread  # noqa: F401  (autouse)
 from reid.transforms import Letterbox, Sharpen, eval_transform, sharpen, sharpening_kernel, train_transform
 
 # Outputs of albumentations 1.3.1 Sharpen (the published augmentation) on hand-made images.

@@ -38,7 +38,7 @@ from reid.retrieval.sources import Block, Distances
 from reid.retrieval.sparse_rows import TorchCsr, neighbour_mean, sets_to_csr, sum_of_minima
 
 
-def rerank_blocks(distances: Distances, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> Iterator[Block]:
+def rerank_blocks(distances: Distances, k1: int, k2: int, lambda_value: float) -> Iterator[Block]:
     """Classic re-ranking of ``distances`` (a source, W = squared Euclidean) as query blocks ``(start, (b, n))``.
 
     Does the neighbour pass and the sparse steps now, then returns an iterator over consecutive row

@@ -3,7 +3,7 @@
 One engine: ``rerank_blocks(distances, ...)`` reads the stacked distance D of [queries; gallery]
 through a source of ``reid.retrieval.sources`` (from features, blockwise: the published function
 takes features) and never builds an N x N array. The definition is ``../shared/reference/README.md``
-R2; D is the squared Euclidean distance (``reid.distance.squared_euclidean``), not squared again, not
+R2; D is the squared Euclidean distance (``reid.retrieval.distance.squared_euclidean``), not squared again, not
 normalised. Every quirk of R2 is reproduced: k1 (not k1 + 1) neighbours from ``torch.topk``,
 floor(k1 / 2) half sets, the non-strict ``>= expansion_threshold`` test, the list-aliasing walk of
 the query expansion (only the first merge extends the walk, so the walk visits R(p) then the half
@@ -35,8 +35,7 @@ from reid.retrieval.sources import Block, Distances
 from reid.retrieval.sparse_rows import TorchCsr, sequential_row_means, sets_to_csr, sum_of_minima
 
 
-def rerank_blocks(distances: Distances, k1: int = 20, k2: int = 6, lambda_value: float = 0.7,
-                  expansion_threshold: float = 2 / 3) -> Iterator[Block]:
+def rerank_blocks(distances: Distances, k1: int, k2: int, lambda_value: float, expansion_threshold: float) -> Iterator[Block]:
     """Hard-weight re-ranking of ``distances`` (a source, D = squared Euclidean) as query blocks ``(start, (b, n))``.
 
     Builds the sets now, then returns an iterator over consecutive row blocks of the (m, n) float32

@@ -2,7 +2,7 @@
 
 The re-rankings (``reid.retrieval.classic``, ``reid.retrieval.hard_weight``) only look at each image's
 few nearest neighbours, plus a few whole-row quantities (a row maximum, a row L2 norm). They get both
-by walking the distance matrix in blocks computed with ``reid.distance.squared_euclidean`` (torch
+by walking the distance matrix in blocks computed with ``reid.retrieval.distance.squared_euclidean`` (torch
 matmul, CPU or CUDA), each reduced to ``topk`` lists and row statistics, then dropped: row blocks against all
 columns (``distance_blocks``), or, for the N x N matrix of one set against itself, only the blocks on
 and above the diagonal, the others being their transposes (``symmetric_distance_blocks``: half the
@@ -28,7 +28,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from reid.distance import ArrayLike, as_tensor, squared_euclidean
+from reid.retrieval.arrays import ArrayLike, as_tensor
+from reid.retrieval.distance import squared_euclidean
 
 BLOCK_ELEMENTS = 1 << 24
 """Default distance-block budget: 16 Mi float32 entries (64 MiB) per block."""
@@ -199,7 +200,8 @@ def knn(features: ArrayLike, k: int, block_size: int | None = None, device: str 
     return indices.cpu().numpy(), values.cpu().numpy()
 
 
-def stack_features(query_feats: ArrayLike, gallery_feats: ArrayLike, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def stack_features(query_feats: ArrayLike, gallery_feats: ArrayLike,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check shapes and move to ``device``: ``(query (m, d), gallery (n, d), all (m + n, d))`` float32."""
     query = as_tensor(query_feats, device=device)
     gallery = as_tensor(gallery_feats, device=device)

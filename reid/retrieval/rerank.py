@@ -12,11 +12,16 @@ its distances from a source (``reid.retrieval.sources``); the functions here onl
 - ``classic_from_features`` / ``hard_weight_from_features``: from features at any scale (the distance
   is computed block by block; no N x N matrix, N = queries + gallery), as the full numpy matrix or each
   query's top K; ``classic_blocks`` / ``hard_weight_blocks`` stream the re-ranked rows block by block
-  (for ``reid.blockwise_metrics``); ``rerank`` picks the variant by name.
+  (for ``reid.retrieval.blockwise_metrics``); ``rerank`` picks the variant by name.
 
 All give the published numbers within 1e-5 (float32 sums in another order: ~1e-7). Features are
 L2-normalised float32; numpy arrays and CPU tensors give the same results; CUDA tensors (or
 ``device="cuda"``) run the distance blocks and the Jaccard sums on the GPU (~1e-7 from the CPU's).
+
+Defaults, each defined once: k1, k2, the hard-weight lambda and expansion threshold are
+``reid.config.RerankSettings``'s (the published pipeline's k1 20, k2 6, lambda 0.7), and so is
+everything ``rerank`` does by name (the stage scripts' settings); the classic functions keep the
+lambda of the published ``re_ranking`` call, ``CLASSIC_LAMBDA`` = 0.3.
 """
 
 from __future__ import annotations
@@ -27,21 +32,25 @@ from typing import Literal
 import numpy as np
 import torch
 
-from reid.distance import ArrayLike
+from reid.config import RerankSettings
 from reid.retrieval import classic as classic_engine
 from reid.retrieval import hard_weight as hard_weight_engine
+from reid.retrieval.arrays import ArrayLike
 from reid.retrieval.neighbors import smallest
 from reid.retrieval.sources import Block, FeatureDistances, MatrixDistances
 
 RerankOutput = np.ndarray | tuple[np.ndarray, np.ndarray]
+PIPELINE = RerankSettings()
+CLASSIC_LAMBDA = 0.3
+"""lambda of the classic functions: the published evaluator's ``re_ranking(..., lambda_value=0.3)`` (Zhong et al.'s)."""
 
 
-def classic(dist_qg: ArrayLike, dist_qq: ArrayLike, dist_gg: ArrayLike, k1: int = 20, k2: int = 6,
-            lambda_value: float = 0.3) -> ArrayLike:
+def classic(dist_qg: ArrayLike, dist_qq: ArrayLike, dist_gg: ArrayLike, k1: int = PIPELINE.k1, k2: int = PIPELINE.k2,
+            lambda_value: float = CLASSIC_LAMBDA) -> ArrayLike:
     """Classic k-reciprocal re-ranking from the three distance matrices, as the published ``re_ranking``.
 
     dist_qg: (m, n), dist_qq: (m, m), dist_gg: (n, n) float32 **squared Euclidean** distances between
-    L2-normalised features (``reid.distance.squared_euclidean``, unclipped), numpy or torch (the work
+    L2-normalised features (``reid.retrieval.distance.squared_euclidean``, unclipped), numpy or torch (the work
     runs where ``dist_qg`` is). Returns the (m, n) float32 re-ranked distance, numpy if ``dist_qg`` is.
     As published, the matrices are squared again and normalised by column, and row i of the working
     distance is column i of [[qq, qg], [qg^T, gg]] (``reid.retrieval.sources.MatrixDistances``);
@@ -52,8 +61,9 @@ def classic(dist_qg: ArrayLike, dist_qq: ArrayLike, dist_gg: ArrayLike, k1: int 
     return _as_input(classic_engine.rerank_blocks(distances, k1, k2, lambda_value), dist_qg, tuple(dist_qg.shape))
 
 
-def hard_weight(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 20, k2: int = 6,
-                lambda_value: float = 0.7, expansion_threshold: float = 2 / 3) -> ArrayLike:
+def hard_weight(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = PIPELINE.k1, k2: int = PIPELINE.k2,
+                lambda_value: float = PIPELINE.lambda_value,
+                expansion_threshold: float = PIPELINE.expansion_threshold) -> ArrayLike:
     """The paper's hard-weight post-processing, as the published ``postprocess_distance``.
 
     query_feats: (m, d), gallery_feats: (n, d) float32 L2-normalised features (numpy or torch; the work
@@ -66,8 +76,8 @@ def hard_weight(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 20, 
     return _as_input(blocks, query_feats, (len(query_feats), len(gallery_feats)))
 
 
-def classic_from_features(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 20, k2: int = 6,
-                          lambda_value: float = 0.3, topk: int | None = None, device: str | torch.device = "cpu", *,
+def classic_from_features(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = PIPELINE.k1, k2: int = PIPELINE.k2,
+                          lambda_value: float = CLASSIC_LAMBDA, topk: int | None = None, device: str | torch.device = "cpu", *,
                           block_size: int | None = None) -> RerankOutput:
     """Classic k-reciprocal re-ranking (reference R1) from features, without an N x N matrix.
 
@@ -83,8 +93,9 @@ def classic_from_features(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: 
     return collect_blocks(blocks, len(query_feats), len(gallery_feats), topk)
 
 
-def classic_blocks(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                   device: str | torch.device = "cpu", *, block_size: int | None = None) -> Iterator[Block]:
+def classic_blocks(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = PIPELINE.k1, k2: int = PIPELINE.k2,
+                   lambda_value: float = CLASSIC_LAMBDA, device: str | torch.device = "cpu", *,
+                   block_size: int | None = None) -> Iterator[Block]:
     """Classic re-ranking (R1) from features as a stream of query blocks: ``(start, (b, n) float32 tensor)``.
 
     Does the neighbour pass and the sparse steps now, then yields consecutive row blocks of the
@@ -96,8 +107,9 @@ def classic_blocks(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 2
     return classic_engine.rerank_blocks(distances, k1, k2, lambda_value)
 
 
-def hard_weight_from_features(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 20, k2: int = 6,
-                              lambda_value: float = 0.7, expansion_threshold: float = 2 / 3, topk: int | None = None,
+def hard_weight_from_features(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = PIPELINE.k1, k2: int = PIPELINE.k2,
+                              lambda_value: float = PIPELINE.lambda_value,
+                              expansion_threshold: float = PIPELINE.expansion_threshold, topk: int | None = None,
                               device: str | torch.device = "cpu", *, block_size: int | None = None) -> RerankOutput:
     """The paper's hard-weight re-ranking (reference R2) from features, without an N x N matrix.
 
@@ -109,8 +121,9 @@ def hard_weight_from_features(query_feats: ArrayLike, gallery_feats: ArrayLike, 
     return collect_blocks(blocks, len(query_feats), len(gallery_feats), topk)
 
 
-def hard_weight_blocks(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = 20, k2: int = 6,
-                       lambda_value: float = 0.7, expansion_threshold: float = 2 / 3, device: str | torch.device = "cpu",
+def hard_weight_blocks(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int = PIPELINE.k1, k2: int = PIPELINE.k2,
+                       lambda_value: float = PIPELINE.lambda_value,
+                       expansion_threshold: float = PIPELINE.expansion_threshold, device: str | torch.device = "cpu",
                        *, block_size: int | None = None) -> Iterator[Block]:
     """Hard-weight re-ranking (R2) as a stream of query blocks: ``(start, (b, n) float32 tensor)``.
 
@@ -123,22 +136,27 @@ def hard_weight_blocks(query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int
 
 
 def rerank(query_feats: ArrayLike, gallery_feats: ArrayLike, method: Literal["classic", "hard_weight"] = "classic",
-           k1: int = 20, k2: int = 6, lambda_value: float | None = None, topk: int | None = None,
+           settings: RerankSettings = PIPELINE, *, k1: int | None = None, k2: int | None = None,
+           lambda_value: float | None = None, topk: int | None = None,
            device: str | torch.device | None = None) -> RerankOutput:
     """Re-rank from features with the named variant: ``classic_from_features`` or ``hard_weight_from_features``.
 
     query_feats (m, d), gallery_feats (n, d) L2-normalised float32 (numpy or torch); the distance is
-    squared Euclidean. lambda_value None = the method's default (0.3 classic, 0.7 hard-weight).
+    squared Euclidean. settings: the stage scripts' (``RerankSettings()``: k1 20, k2 6, lambda 0.7 for
+    both variants, as the published pipeline); k1 / k2 / lambda_value, when given, replace its values.
     device None = where the features are (numpy: the CPU). Returns the (m, n) float32 numpy matrix,
     or ``(indices, distances)`` of each query's ``topk`` best gallery items (ascending) when topk is given.
     """
-    variants = {"classic": classic_from_features, "hard_weight": hard_weight_from_features}
-    if method not in variants:
+    if method not in ("classic", "hard_weight"):
         raise ValueError(f"unknown re-ranking method {method!r}; expected 'classic' or 'hard_weight'")
-    weight = {"lambda_value": lambda_value} if lambda_value is not None else {}
+    settings = settings.replaced(k1=k1, k2=k2, lambda_value=lambda_value)
     if device is None:
         device = query_feats.device if isinstance(query_feats, torch.Tensor) else "cpu"
-    return variants[method](query_feats, gallery_feats, k1=k1, k2=k2, topk=topk, device=device, **weight)
+    if method == "classic":
+        return classic_from_features(query_feats, gallery_feats, settings.k1, settings.k2, settings.lambda_value,
+                                     topk=topk, device=device)
+    return hard_weight_from_features(query_feats, gallery_feats, settings.k1, settings.k2, settings.lambda_value,
+                                     settings.expansion_threshold, topk=topk, device=device)
 
 
 def collect_blocks(blocks: Iterable[Block], num_query: int, num_gallery: int, topk: int | None = None) -> RerankOutput:

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import torch
 
-from reid.distance import ArrayLike, as_tensor
+from reid.retrieval.arrays import ArrayLike, as_tensor
 from reid.retrieval.neighbors import Scratch, block_rows_for, distance_blocks, full_rows, stack_features, symmetric_distance_blocks
 
 Block = tuple[int, torch.Tensor]
@@ -52,7 +52,7 @@ class Distances(Protocol):
 
 
 class FeatureDistances:
-    """W = squared Euclidean distance (``reid.distance.squared_euclidean``) of [queries; gallery] features.
+    """W = squared Euclidean distance (``reid.retrieval.distance.squared_euclidean``) of [queries; gallery] features.
 
     query_feats: (m, d), gallery_feats: (n, d) float32, L2-normalised (numpy or torch), moved to
     ``device``. block_size: rows (and tile side) of the distance blocks; None = 64 MiB blocks.

@@ -1,11 +1,12 @@
 """The metrics at any scale: mAP, mINP and CMC (three configs) from blocks of query rows.
 
-``reid.metrics`` ranks a query block at a time; this module feeds it rows that are never held all
+``reid.retrieval.metrics`` ranks a query block at a time; this module feeds it rows that are never held all
 at once: raw distances computed from features block by block (``evaluate_features``), re-ranked
 blocks as ``reid.retrieval.rerank.classic_blocks`` / ``hard_weight_blocks`` produce them (``evaluate_blocks``),
 or each query's top-K list (``evaluate_topk``). Memory beyond the inputs: a few (block,
-num_gallery) blocks (the next ones are computed and sorted in a worker thread meanwhile). The per-query maths is ``reid.metrics``'s (AP, INP, CMC hits), so the numbers are the same as
-``reid.metrics.evaluate`` on the full matrix (exactly, for the same rows; the cuhk03 draws come in
+num_gallery) blocks (the next ones are computed and sorted in a worker thread meanwhile). The
+per-query maths is ``reid.retrieval.metrics``'s (AP, INP, CMC hits), so the numbers are the same as
+``reid.retrieval.metrics.evaluate`` on the full matrix (exactly, for the same rows; the cuhk03 draws come in
 the same query order from the same RNG).
 """
 
@@ -20,8 +21,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from reid.distance import ArrayLike, as_tensor
-from reid.metrics import (
+from reid.retrieval.arrays import ArrayLike, as_numpy, as_tensor
+from reid.retrieval.metrics import (
     RankedGallery,
     Scores,
     average_precision,
@@ -33,22 +34,21 @@ from reid.metrics import (
 )
 from reid.retrieval.neighbors import distance_blocks
 
-Array = np.ndarray | torch.Tensor
 T = TypeVar("T")
 
 
-def evaluate_blocks(blocks: Iterable[tuple[int, Array]], query_ids, gallery_ids, query_cams=None, gallery_cams=None,
+def evaluate_blocks(blocks: Iterable[tuple[int, ArrayLike]], query_ids, gallery_ids, query_cams=None, gallery_cams=None,
                     topk: int = 100, rng: np.random.RandomState | None = None) -> Scores:
     """Scores of a distance matrix given as consecutive row blocks ``(start, (b, n) rows)``.
 
     blocks: in query order from row 0, numpy or torch (CPU or CUDA); any distance, smaller = closer.
-    ids / cams / topk / rng as ``reid.metrics.evaluate``. Each block is ranked on the CPU with numpy's
+    ids / cams / topk / rng as ``reid.retrieval.metrics.evaluate``. Each block is ranked on the CPU with numpy's
     default ``argsort``, the published order of exactly tied distances (float32 rows of ~10^4 values
     hold a few ties each; cuhk03's draws depend on their order), so the numbers equal
-    ``reid.metrics.evaluate`` on the numpy matrix.
+    ``reid.retrieval.metrics.evaluate`` on the numpy matrix.
     """
-    query_ids = np.asarray(_numpy(query_ids)).ravel()
-    query_cams = None if query_cams is None else np.asarray(_numpy(query_cams)).ravel()
+    query_ids = np.asarray(as_numpy(query_ids)).ravel()
+    query_cams = None if query_cams is None else np.asarray(as_numpy(query_cams)).ravel()
 
     def ranked() -> Iterator[RankedGallery]:
         expected = 0
@@ -57,7 +57,7 @@ def evaluate_blocks(blocks: Iterable[tuple[int, Array]], query_ids, gallery_ids,
                 raise ValueError(f"row blocks must be consecutive from row 0: expected a block at row {expected}, got {start}")
             stop = expected = start + len(block)
             cams = None if query_cams is None else query_cams[start:stop]
-            yield from ranked_blocks(_numpy(block), query_ids[start:stop], gallery_ids, cams, gallery_cams)
+            yield from ranked_blocks(as_numpy(block), query_ids[start:stop], gallery_ids, cams, gallery_cams)
         if expected != len(query_ids):
             raise ValueError(f"row blocks cover {expected} rows but there are {len(query_ids)} query ids")
 
@@ -69,8 +69,8 @@ def evaluate_features(query_feats: ArrayLike, gallery_feats: ArrayLike, query_id
                       block_size: int | None = None, device: str | torch.device = "cpu") -> Scores:
     """Scores of the raw squared Euclidean distance between features, computed block by block.
 
-    query_feats (m, d), gallery_feats (n, d) float32; the same numbers as ``reid.metrics.evaluate``
-    on ``reid.distance.squared_euclidean(query_feats, gallery_feats)`` without that (m, n) matrix.
+    query_feats (m, d), gallery_feats (n, d) float32; the same numbers as ``reid.retrieval.metrics.evaluate``
+    on ``reid.retrieval.distance.squared_euclidean(query_feats, gallery_feats)`` without that (m, n) matrix.
     """
     query, gallery = as_tensor(query_feats, device=device), as_tensor(gallery_feats, device=device)
     return evaluate_blocks(distance_blocks(query, gallery, block_size), query_ids, gallery_ids, query_cams, gallery_cams, topk, rng)
@@ -110,13 +110,13 @@ def evaluate_topk(indices: ArrayLike, distances: ArrayLike, query_ids, gallery_i
     The form ``reid.retrieval.rerank.classic_from_features(..., topk=K)`` returns. CMC curves have
     ``min(topk, K)`` entries (market1501 and allshots; see ``TopkScores`` for exactness).
     """
-    indices, distances = _numpy(indices).astype(np.int64), _numpy(distances)
+    indices, distances = as_numpy(indices).astype(np.int64), as_numpy(distances)
     if indices.ndim != 2 or indices.shape != distances.shape:
         raise ValueError(f"indices and distances must both be (num_query, K), got {indices.shape} and {distances.shape}")
     m, length = indices.shape
     query_codes, gallery_codes, num_identities = encode_identities(query_ids, gallery_ids)
-    query_cams = np.zeros(m, np.int64) if query_cams is None else _numpy(query_cams).ravel()
-    gallery_cams = np.ones(len(gallery_codes), np.int64) if gallery_cams is None else _numpy(gallery_cams).ravel()
+    query_cams = np.zeros(m, np.int64) if query_cams is None else as_numpy(query_cams).ravel()
+    gallery_cams = np.ones(len(gallery_codes), np.int64) if gallery_cams is None else as_numpy(gallery_cams).ravel()
     ranked = RankedGallery(distances=distances, gallery_codes=gallery_codes[indices], query_codes=query_codes,
                            same_camera=gallery_cams[indices] == query_cams[:, None], num_identities=num_identities)
     num_matches = _valid_match_counts(query_codes, query_cams, gallery_codes, gallery_cams)
@@ -191,8 +191,3 @@ def _prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
 
-
-def _numpy(array) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        return array.detach().cpu().numpy()
-    return np.asarray(array)

@@ -31,10 +31,22 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from reid.download import DATA_FOLDER, check_replaceable, read_marker, replace_data_folder, write_marker
-from reid.synthetic_draw import Court, Person, Role, encode_jpeg, render_crop, sample_court, sample_person
+from reid.download import check_replaceable, read_marker, replace_data_folder, write_marker
+from reid.files import atomic_path
+from reid.layout import (
+    CHALLENGE_GALLERY_FOLDER,
+    CHALLENGE_QUERY_FOLDER,
+    DATA_FOLDER,
+    GALLERY,
+    IMAGE_SUFFIX,
+    QUERY,
+    TEST_GALLERY_FOLDER,
+    TEST_QUERY_FOLDER,
+    TRAIN_FOLDER,
+    TRUTH_NAME,
+)
+from reid.synthetic.draw import Court, Person, Role, encode_jpeg, render_crop, sample_court, sample_person
 
-TRUTH_NAME = "synthetic_challenge_truth.csv"
 # Bump when the drawing changes, so that a marker from an older twin does not count as up to date.
 TWIN_VERSION = 1
 FRAMES_PER_SEQUENCE = 20
@@ -186,9 +198,11 @@ def _image_table(sequences: list[Sequence], rng: np.random.Generator) -> pd.Data
         for player, frames in seq.frames.items():
             for frame in frames:
                 if seq.split == "train":
-                    folder = "reid_training"
+                    folder = TRAIN_FOLDER
+                elif seq.split == "test":
+                    folder = TEST_QUERY_FOLDER if frame == 0 else TEST_GALLERY_FOLDER
                 else:
-                    folder = f"reid_{seq.split}/{'query' if frame == 0 else 'gallery'}"
+                    folder = CHALLENGE_QUERY_FOLDER if frame == 0 else CHALLENGE_GALLERY_FOLDER
                 rows.append((seq.split, seq.sequence, player, frame, roles[player], folder))
     images = pd.DataFrame(rows, columns=["split", "sequence", "player", "frame", "role", "folder"])
     images["img_id"] = [f"{p}_{s}_{f:02d}" for p, s, f in zip(images.player, images.sequence, images.frame)]
@@ -207,10 +221,10 @@ def count_table(plan: TwinPlan) -> pd.DataFrame:
     rows = []
     for name, mask in (
         ("train", images.split == "train"),
-        ("test query", images.folder == "reid_test/query"),
-        ("test gallery", images.folder == "reid_test/gallery"),
-        ("challenge query", images.folder == "reid_challenge/query"),
-        ("challenge gallery", images.folder == "reid_challenge/gallery"),
+        ("test query", images.folder == TEST_QUERY_FOLDER),
+        ("test gallery", images.folder == TEST_GALLERY_FOLDER),
+        ("challenge query", images.folder == CHALLENGE_QUERY_FOLDER),
+        ("challenge gallery", images.folder == CHALLENGE_GALLERY_FOLDER),
     ):
         rows.append((name, images.player[mask].nunique(), int(mask.sum())))
     return pd.DataFrame(rows, columns=["subset", "ids", "images"])
@@ -274,7 +288,7 @@ def generate_twin(
         shutil.rmtree(staged)
     for folder in plan.images.folder.unique():
         (staged / folder).mkdir(parents=True, exist_ok=True)
-    paths = {(r.player, r.frame): f"{r.folder}/{r.img_id}.jpeg" for r in plan.images.itertuples()}
+    paths = {(r.player, r.frame): f"{r.folder}/{r.img_id}{IMAGE_SUFFIX}" for r in plan.images.itertuples()}
     tasks = [(seed, seq, {(p, f): paths[p, f] for p, fs in seq.frames.items() for f in fs}, str(staged))
              for seq in plan.sequences]
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
@@ -289,13 +303,12 @@ def generate_twin(
                     bar.update(count)
 
     truth = plan.images[plan.images.split == "challenge"]
-    truth = pd.DataFrame({"img_id": truth.number.to_numpy(), "img_type": np.where(truth.frame == 0, "q", "g"),
+    truth = pd.DataFrame({"img_id": truth.number.to_numpy(), "img_type": np.where(truth.frame == 0, QUERY, GALLERY),
                           "player": truth.player.to_numpy()}).sort_values(["img_type", "img_id"], ascending=[False, True])
     write_marker(staged, wanted)
     replace_data_folder(data_dir, staged)
-    tmp = data_dir / (TRUTH_NAME + ".tmp")
-    truth.to_csv(tmp, index=False)
-    os.replace(tmp, data_dir / TRUTH_NAME)
+    with atomic_path(data_dir / TRUTH_NAME) as temporary:
+        truth.to_csv(temporary, index=False)
     print(f"wrote {len(plan.images):,} images to {final} and the challenge truth to {data_dir / TRUTH_NAME}")
     return final
 
@@ -347,7 +360,7 @@ def contact_sheet(
         draw.text((4, y + cell_height // 2 - 14), f"id {player}\n{role.replace('_', ' ')}\nsequence {sequence_of[player]}",
                   fill="black", font=font)
         for col, r in enumerate(images[images.player == player].sort_values("frame").head(frames).itertuples()):
-            with Image.open(Path(data_reid) / r.folder / f"{r.img_id}.jpeg") as crop:
+            with Image.open(Path(data_reid) / r.folder / f"{r.img_id}{IMAGE_SUFFIX}") as crop:
                 native = crop.size
                 width = min(cell_width, max(1, round(native[0] * cell_height / native[1])))
                 shown = crop.convert("RGB").resize((width, cell_height), Image.Resampling.BICUBIC)

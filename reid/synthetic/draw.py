@@ -5,7 +5,7 @@ skeleton of thick shaded limbs, a shirt polygon with trim and number, shorts or 
 head with hair; a crop is a detector-like box around one person, on a court background, maybe with
 another person in front or behind, then blurred, re-lit, noised and JPEG-encoded. Every random
 choice comes from a generator seeded with (seed, ids), so a crop is the same bytes whoever draws it.
-``reid.synthetic`` decides who is drawn where; this module only draws.
+``reid.synthetic.twin`` decides who is drawn where; this module only draws.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Rank fusion of several models' distance matrices: similarity fusion and dissimilarity fusion.
 
-Both take ``DistanceMatrix`` objects with identical query ids and gallery ids in the same order (checked)
-and return a ``DistanceMatrix`` with those ids. They reproduce the published scripts
-(``my_py/sim_fuse.py``, ``my_py/dissim_fuse.py``; reference README "F1", "F2") value for value when
-given the matrices as the scripts read them, i.e. the CSV text parsed to float64
-(``DistanceMatrix.read_csv`` does that by default).
+Both take M (m, n) arrays whose rows and columns are the same queries and gallery images in the same
+order (``reid.matrices.check_aligned`` checks a list of ``DistanceMatrix`` and gives their values) and
+return the fused (m, n) array: float64 when any input is float64, else float32. They reproduce the
+published scripts (``my_py/sim_fuse.py``, ``my_py/dissim_fuse.py``; reference README "F1", "F2")
+value for value when given the matrices as the scripts read them, i.e. the CSV text parsed to
+float64 (``DistanceMatrix.read_csv`` does that by default).
 
 The paper's final step: similarity-fuse the models, dissimilarity-fuse the same models, then
 similarity-fuse those two results.
@@ -18,58 +19,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from reid.errors import InputError
-from reid.matrices import DistanceMatrix
 
 
-def check_aligned(matrices: Sequence[DistanceMatrix]) -> None:
-    """Raise ``InputError`` (a ``ValueError``) unless every matrix has the first one's query ids and gallery ids, in order.
-
-    The message names the differing matrix (its file when read from one) and the first differing position.
-    """
-    if len(matrices) == 0:
-        raise InputError("no matrices to fuse")
-    for index, matrix in enumerate(matrices):
-        if not isinstance(matrix, DistanceMatrix):
-            raise TypeError(f"matrix {index + 1} is a {type(matrix).__name__}, expected a DistanceMatrix")
-    first = matrices[0]
-    for index, matrix in enumerate(matrices[1:], start=2):
-        for what, ids, reference in (("query", matrix.query_ids, first.query_ids), ("gallery", matrix.gallery_ids, first.gallery_ids)):
-            if len(ids) != len(reference):
-                raise InputError(f"matrix {index} ({matrix.name}) has {len(ids)} {what} ids but matrix 1 ({first.name}) has {len(reference)}")
-            differ = np.flatnonzero(ids != reference)
-            if differ.size:
-                at = int(differ[0])
-                raise InputError(
-                    f"matrix {index} ({matrix.name}) does not match matrix 1 ({first.name}): {what} ids differ first at "
-                    f"{what} position {at} (0-based): {ids[at]} vs {reference[at]}"
-                )
-
-
-def similarity_fusion(matrices: Sequence[DistanceMatrix], weights: Sequence[float] | None = None,
-                      decimals: int | None = 5) -> DistanceMatrix:
+def similarity_fusion(matrices: Sequence[np.ndarray], weights: Sequence[float] | None = None,
+                      decimals: int | None = 5) -> np.ndarray:
     """Weighted mean of aligned distance matrices, rounded like the published ``sim_fuse``.
 
-    matrices: M ``DistanceMatrix`` of shape (m, n), same ids in the same order.
+    matrices: M (m, n) arrays of the same queries and gallery images in the same order.
     weights: M non-negative numbers (not all zero); None = the plain mean. The sum runs left to right
         in float64 (``((v1 + v2) + v3) ...``), then divides by M (or by the sum of the weights, after
         multiplying each matrix by its weight), so unit weights give the plain mean bit for bit.
     decimals: round the result to this many decimals with numpy's ``round`` (what the published
         script's ``DataFrame.round(5)`` does; it changes ties of the written 5th decimal); None keeps
         every digit.
-    Returns float64 values if any input is float64, else float32.
+    Returns the (m, n) mean, float64 if any input is float64, else float32.
     """
-    check_aligned(matrices)
+    _check_shapes(matrices)
     if weights is not None:
         weights = [float(w) for w in weights]
         if len(weights) != len(matrices):
             raise InputError(f"{len(weights)} weights for {len(matrices)} matrices")
         if not all(np.isfinite(weights)) or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise InputError(f"weights must be finite, non-negative and not all zero, got {weights}")
-    total = np.array(matrices[0].values, dtype=np.float64)
+    total = np.array(matrices[0], dtype=np.float64)
     if weights is not None:
         total *= weights[0]
     for k, matrix in enumerate(matrices[1:], start=1):
-        total += matrix.values if weights is None else weights[k] * matrix.values.astype(np.float64)
+        total += matrix if weights is None else weights[k] * np.asarray(matrix, dtype=np.float64)
     total /= len(matrices) if weights is None else sum(weights)
     if decimals is not None:
         total = np.round(total, decimals)
@@ -91,7 +67,7 @@ class DissimilarityWeights:
     cnt2: int
 
 
-def dissimilarity_weights(matrices: Sequence[DistanceMatrix], topk: int = 15) -> DissimilarityWeights:
+def dissimilarity_weights(matrices: Sequence[np.ndarray], topk: int = 15) -> DissimilarityWeights:
     """Per-query weights of the published ``dissim_fuse`` (reference README F2).
 
     For each query row and model k: the top-k columns (smallest values; ties keep the lower column
@@ -99,12 +75,12 @@ def dissimilarity_weights(matrices: Sequence[DistanceMatrix], topk: int = 15) ->
     T = sum a_k. Proportional weights w_k = a_k / T (0.1 when a_k = 0; all 1 / M when T = 0), then
     **inverted**: w'_k = 1 / (w_k * sum_j 1 / w_j), so models that agree more get less weight.
     """
-    check_aligned(matrices)
+    _check_shapes(matrices)
     if topk < 1:
         raise InputError(f"topk must be at least 1, got {topk}")
     num_models = len(matrices)
     needed = num_models // 2 + 1
-    in_top = [_smallest_mask(np.asarray(matrix.values), topk) for matrix in matrices]  # M x (m, n) bool
+    in_top = [_smallest_mask(np.asarray(matrix), topk) for matrix in matrices]  # M x (m, n) bool
     agreed = np.sum(in_top, axis=0, dtype=np.int32) >= needed
     shared = np.stack([(mask & agreed).sum(1) for mask in in_top], axis=1).astype(np.float64)  # (m, M) a_k
     total = shared.sum(1, keepdims=True)
@@ -122,23 +98,23 @@ def dissimilarity_weights(matrices: Sequence[DistanceMatrix], topk: int = 15) ->
     )
 
 
-def dissimilarity_fusion(matrices: Sequence[DistanceMatrix], topk: int = 15, decimals: int | None = 5,
-                         weights: DissimilarityWeights | None = None) -> DistanceMatrix:
+def dissimilarity_fusion(matrices: Sequence[np.ndarray], topk: int = 15, decimals: int | None = 5,
+                         weights: DissimilarityWeights | None = None) -> np.ndarray:
     """Per-query weighted sum of aligned matrices with the weights of ``dissimilarity_weights``.
 
     value = sum_k w'_k * v_k, left to right in float64, then rounded to ``decimals`` exactly as
-    Python's ``round(x, 5)`` (correct decimal rounding; None keeps every digit). Returns float64 values
-    if any input is float64, else float32. weights: the result of ``dissimilarity_weights(matrices,
+    Python's ``round(x, 5)`` (correct decimal rounding; None keeps every digit). Returns the (m, n)
+    values, float64 if any input is float64, else float32. weights: the result of ``dissimilarity_weights(matrices,
     topk)`` when already computed (e.g. to report its counters), else computed here.
     """
     if weights is None:
         weights = dissimilarity_weights(matrices, topk)
     else:
-        check_aligned(matrices)
+        _check_shapes(matrices)
     weights = weights.weights
-    total = np.zeros(matrices[0].shape)
+    total = np.zeros(np.shape(matrices[0]))
     for k, matrix in enumerate(matrices):
-        total = total + weights[:, k:k + 1] * matrix.values.astype(np.float64)
+        total = total + weights[:, k:k + 1] * np.asarray(matrix, dtype=np.float64)
     if decimals is not None:
         total = round_like_python(total, decimals)
     return _result(matrices, total)
@@ -179,7 +155,14 @@ def _smallest_mask(values: np.ndarray, k: int) -> np.ndarray:
     return below | (tied & (np.cumsum(tied, axis=1) <= room))
 
 
-def _result(matrices: Sequence[DistanceMatrix], values: np.ndarray) -> DistanceMatrix:
-    as_float64 = any(matrix.values.dtype == np.float64 for matrix in matrices)
-    first = matrices[0]
-    return DistanceMatrix(values if as_float64 else values.astype(np.float32), first.query_ids, first.gallery_ids)
+def _check_shapes(matrices: Sequence[np.ndarray]) -> None:
+    if len(matrices) == 0:
+        raise InputError("no matrices to fuse")
+    shapes = {np.shape(matrix) for matrix in matrices}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"the matrices must all be (m, n) of one shape, got shapes {[np.shape(m) for m in matrices]}")
+
+
+def _result(matrices: Sequence[np.ndarray], values: np.ndarray) -> np.ndarray:
+    as_float64 = any(np.asarray(matrix).dtype == np.float64 for matrix in matrices)
+    return values if as_float64 else values.astype(np.float32)

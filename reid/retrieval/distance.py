@@ -8,16 +8,9 @@ clipped and self-distances can be about ±1e-7).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-ArrayLike = np.ndarray | torch.Tensor
-
-
-def as_tensor(array: ArrayLike, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """numpy array or tensor -> float tensor on ``device`` (default: where it already is; numpy -> CPU)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
-    return tensor.to(device=device if device is not None else tensor.device, dtype=dtype)
+from reid.retrieval.arrays import ArrayLike, as_tensor, like_input
 
 
 def squared_euclidean(x: ArrayLike, y: ArrayLike, block_size: int | None = None, *, y_squared_norms: torch.Tensor | None = None) -> ArrayLike:
@@ -30,7 +23,6 @@ def squared_euclidean(x: ArrayLike, y: ArrayLike, block_size: int | None = None,
     y_squared_norms: (b,) ``y.pow(2).sum(1)`` if already known (callers that walk ``x`` in many calls
     against the same ``y`` pass it to avoid recomputing it each time; the result is the same).
     """
-    is_numpy = isinstance(x, np.ndarray)
     xt = as_tensor(x)
     yt = as_tensor(y, device=xt.device)
     y_norms = yt.pow(2).sum(dim=1) if y_squared_norms is None else y_squared_norms  # (b,)
@@ -40,13 +32,11 @@ def squared_euclidean(x: ArrayLike, y: ArrayLike, block_size: int | None = None,
         block = xt[start:start + step]  # (s, d)
         base = block.pow(2).sum(dim=1, keepdim=True) + y_norms[None, :]  # (s, b)
         torch.addmm(base, block, yt.t(), beta=1.0, alpha=-2.0, out=out[start:start + step])
-    return out.numpy() if is_numpy else out
+    return like_input(out, x)
 
 
 def cosine_distance(x: ArrayLike, y: ArrayLike) -> ArrayLike:
     """``1 - cos`` between the rows of ``x`` (a, d) and ``y`` (b, d); (a, b) float32, same kind as ``x``."""
-    is_numpy = isinstance(x, np.ndarray)
     xt = torch.nn.functional.normalize(as_tensor(x), dim=1)
     yt = torch.nn.functional.normalize(as_tensor(y, device=xt.device), dim=1)
-    out = 1.0 - xt @ yt.t()
-    return out.numpy() if is_numpy else out
+    return like_input(1.0 - xt @ yt.t(), x)
