@@ -7,6 +7,8 @@ traceback:
   model or of no known layout). The script prints ``error: <message>`` and exits with status 2.
 - ``RunFailure``: the work itself failed (a diverging run, an image found unreadable mid-epoch).
   ``error: <message>``, exit status 1.
+- Ctrl-C (``KeyboardInterrupt``; ``Interrupted`` when the work can say what it kept and how to go on):
+  ``interrupted: <message>``, exit status 130, as the shell reports a process ended by SIGINT.
 
 Anything else is a bug and keeps its traceback. A missing, unreadable or misplaced file
 (``FileNotFoundError``, ``PermissionError``, ...) counts as bad input. A fault raised inside a
@@ -26,6 +28,7 @@ T = TypeVar("T")
 
 BAD_INPUT_STATUS = 2
 FAILURE_STATUS = 1
+INTERRUPTED_STATUS = 130
 
 
 class InputError(ValueError):
@@ -34,6 +37,10 @@ class InputError(ValueError):
 
 class RunFailure(RuntimeError):
     """The work failed for a reason the message explains (not a bug)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a message saying what was kept (e.g. the checkpoint to resume from)."""
 
 
 def fail(message: str, status: int = BAD_INPUT_STATUS) -> NoReturn:
@@ -59,6 +66,9 @@ def run_script(main: Callable[[T], Any], parse_config: type[T] | Callable[[], T]
         fail(message(error), FAILURE_STATUS)
     except FILE_ERRORS as error:
         fail(message(error), BAD_INPUT_STATUS)
+    except KeyboardInterrupt as error:
+        print(f"interrupted: {error}" if str(error) else "interrupted", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_STATUS) from None
 
 
 def message(error: BaseException) -> str:

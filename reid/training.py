@@ -43,7 +43,7 @@ from reid import engine
 from reid.config import ConfigError, TrainingConfig, config_from_dict, config_to_dict, parse, save_config
 from reid.data import PairDataset, UniquePlayerBatchSampler, player_labels
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
-from reid.errors import InputError, RunFailure, message
+from reid.errors import InputError, Interrupted, RunFailure, message
 from reid.files import atomic_path
 from reid.inference import features_for_frame
 from reid.layout import image_paths, load_train_frame, query_gallery, split_train_test
@@ -139,6 +139,7 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
     log = _make_logger(run_dir / "log.txt" if env.is_main else None)
     started = False  # log.txt is written from the header on (a run that fails before leaves no empty log)
     board: TrainingBoard | None = None
+    last_good: tuple[Path, int] | None = None  # (checkpoint, epoch) that a failure or Ctrl-C can point to
     try:
         seed_everything(config.seed + env.rank)
         if device.type == "cuda":
@@ -177,7 +178,6 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
 
         # resume
         start_epoch, best = 0, {"score": -math.inf, "epoch": None}
-        last_good: tuple[Path, int] | None = None  # (checkpoint, epoch) that a failure can point to
         rows: list[dict[str, float]] = []
         if resume_state:
             start_epoch, best = _restore(resume_state, config, model, optimizer, scheduler, scaler, env)
@@ -282,6 +282,12 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
         if started:
             _log_to_file(log, f"error: {message(error)}")  # without the traceback of a DataLoader worker
         raise
+    except KeyboardInterrupt:
+        kept = (f"epoch {last_good[1]} is saved in {last_good[0]}; go on with --resume {last_good[0]}" if last_good
+                else "no epoch was completed, so nothing was saved")
+        if started:
+            _log_to_file(log, f"interrupted: {kept}")
+        raise Interrupted(kept) from None
     finally:
         if board is not None:
             board.close()

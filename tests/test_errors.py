@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reid.errors import InputError, RunFailure, run_script
+from reid.errors import InputError, Interrupted, RunFailure, run_script
 
 
 def _raise(error: BaseException):
@@ -22,6 +22,18 @@ def test_foreseeable_faults_are_one_line(capsys, error, status, text):
     with pytest.raises(SystemExit) as exit_info:
         run_script(_raise(error), lambda: None)
     assert exit_info.value.code == status
+    assert capsys.readouterr().err.strip() == text
+
+
+@pytest.mark.parametrize(("error", "text"), [
+    (KeyboardInterrupt(), "interrupted"),
+    (Interrupted("epoch 1 is saved in model/a/last.pth; go on with --resume model/a/last.pth"),
+     "interrupted: epoch 1 is saved in model/a/last.pth; go on with --resume model/a/last.pth"),
+])
+def test_ctrl_c_is_one_line_and_the_shells_status(capsys, error, text):
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(_raise(error), lambda: None)
+    assert exit_info.value.code == 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
     assert capsys.readouterr().err.strip() == text
 
 

@@ -279,3 +279,33 @@ def test_using_a_model_elsewhere(results):
     assert_error(ran["cluster: no training split"], 2, f"{paths['nowhere'] / 'data_reid' / 'train_df.csv'} not found",
                  "--threshold")
     assert_error(ran["cluster: truth columns"], 2, f"--truth {files / 'truth_columns.csv'}: needs the columns img_id and player")
+
+
+def test_ctrl_c_during_training_is_one_line_naming_the_checkpoint_to_resume(tmp_path):
+    """A real SIGINT to ``python train_our_post.py`` after its first saved epoch: status 130, no traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    data = make_data(tmp_path / "data")
+    command = [sys.executable, "train_our_post.py", "--model", "test_resnet", "--no-pretrained", "--img-size", "32", "16",
+               "--batch-size", "4", "--epochs", "1000", "--data-dir", data, "--model-path", tmp_path / "model",
+               "--run-name", "cut", *RUN]
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    with subprocess.Popen([str(part) for part in command], cwd=root, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        try:
+            for line in process.stdout:
+                if line.startswith("saved "):  # epoch 1 is on disk
+                    break
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    last = tmp_path / "model" / "cut" / "last.pth"
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted: epoch ") and lines[0].endswith(f"go on with --resume {last}")
+    assert torch.load(last, weights_only=False, map_location="cpu")["epoch"] >= 1

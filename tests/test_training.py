@@ -325,8 +325,11 @@ def test_an_interrupted_and_resumed_run_ends_with_the_same_weights(whole, small_
     base = Configuration(**UNINTERRUPTED, data_dir=small_twin, model_path=tmp_path)
     with monkeypatch.context() as patch:
         patch.setattr(training.engine, "train_one_epoch", stop_in_epoch(2, after_batches=3))
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as interrupted:
             run(dataclasses.replace(base, run_name="cut"))
+    kept = f"epoch 1 is saved in {tmp_path / 'cut' / 'last.pth'}; go on with --resume {tmp_path / 'cut' / 'last.pth'}"
+    assert str(interrupted.value) == kept  # what run_script prints after "interrupted: "
+    assert f"interrupted: {kept}" in (tmp_path / "cut" / "log.txt").read_text()
     assert load_checkpoint(tmp_path / "cut" / "last.pth")["epoch"] == 1
     assert not (tmp_path / "cut" / ".lock").exists()
     resumed = run(dataclasses.replace(base, resume=tmp_path / "cut" / "last.pth"))
