@@ -53,7 +53,7 @@ class Configuration:
     recipe: Literal["vit", "resnet"] = "vit"
     """Training script whose defaults apply: vit = train_our_post.py, resnet = train_our_post_resnet.py."""
     players: int = 4
-    """Training players in the cut-down table (two images each): players / 2 optimiser steps."""
+    """Training players in the cut-down table (two images each, each image an anchor once): ``players`` optimiser steps of 2 pairs."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass (EVA-giant in 24 GB)."""
     threads: int | None = None
