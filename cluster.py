@@ -30,12 +30,12 @@ import pandas as pd
 
 from reid.catalog import TRAIN_PATTERN
 from reid.clustering import ClusterMethod, Linkage, WithinDistance, choose_threshold, cluster, cluster_scores, within_set_distances
-from reid.config import parse, save_config
+from reid.config import save_config
 from reid.crops import find_images
 from reid.errors import InputError, run_script
 from reid.files import write_text_atomically
 from reid.inference import EncoderOptions, ReidEncoder
-from reid.layout import image_paths, load_train_frame, split_train_test
+from reid.layout import image_paths, load_train_frame, read_table, split_train_test
 from reid.plots import contact_sheet
 
 
@@ -136,9 +136,12 @@ def crop_truth(crops: list[Path], truth_csv: Path | None) -> np.ndarray | None:
     if truth_csv is None:
         matches = [TRAIN_PATTERN.fullmatch(path.name) for path in crops]
         return np.array([int(m.group(1)) for m in matches]) if all(matches) else None
-    table = pd.read_csv(truth_csv, dtype={"img_id": str})
+    table = read_table(truth_csv, "--truth", dtype={"img_id": str})
     if not {"img_id", "player"} <= set(table.columns):
         raise InputError(f"--truth {truth_csv}: needs the columns img_id and player, has {', '.join(table.columns)}")
+    repeated = table["img_id"][table["img_id"].duplicated()]
+    if len(repeated):
+        raise InputError(f"--truth {truth_csv}: img_id {repeated.iloc[0]} has several rows; a crop's player must be one")
     player_of = dict(zip(table["img_id"], table["player"]))
     missing = [path for path in crops if path.stem not in player_of]
     if missing:
@@ -164,4 +167,4 @@ def training_games(encoder: ReidEncoder, config: Configuration, distance: dict, 
 
 
 if __name__ == "__main__":
-    run_script(main, lambda: parse(Configuration))
+    run_script(main, Configuration)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from reid.config import parse
 from reid.crops import find_images
 from reid.errors import InputError, RunFailure, run_script
 from reid.files import write_text_atomically
@@ -99,4 +98,4 @@ def main(config: Configuration) -> dict:
 
 
 if __name__ == "__main__":
-    run_script(main, lambda: parse(Configuration))
+    run_script(main, Configuration)

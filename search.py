@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.config import parse, save_config
+from reid.config import save_config
 from reid.crops import find_images
 from reid.errors import InputError, run_script
 from reid.inference import EncoderOptions
@@ -96,4 +96,4 @@ def main(config: Configuration) -> Path:
 
 
 if __name__ == "__main__":
-    run_script(main, lambda: parse(Configuration))
+    run_script(main, Configuration)

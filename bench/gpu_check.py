@@ -60,11 +60,15 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(BENCH)]  # run from anywhere without installing; bench_scale beside this file
 
 
+def requirement_lines() -> list[str]:
+    """The requirements of requirements.txt, without comments and blank lines."""
+    return list(filter(None, (line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines())))
+
+
 def missing_requirements() -> list[str]:
     """The lines of requirements.txt (and pytest, for step 2) whose package is not installed here."""
-    wanted = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()] + ["pytest"]
     missing = []
-    for requirement in filter(None, wanted):
+    for requirement in [*requirement_lines(), "pytest"]:
         try:
             importlib.metadata.version(re.match(r"[A-Za-z0-9._-]+", requirement).group(0))
         except importlib.metadata.PackageNotFoundError:
@@ -100,8 +104,10 @@ from bench_scale import SIZES as FEATURE_SIZES  # noqa: E402  (queries, gallery,
 import train_our_post  # noqa: E402  (its Configuration: the training defaults, from model to workers)
 from reid.config import config_from_dict, config_to_dict  # noqa: E402
 from reid.data import player_labels  # noqa: E402
+from reid.devices import resolve_device  # noqa: E402
 from reid.engine import PairModel, autocast_dtype, build_scheduler, describe_precision, make_grad_scaler, train_one_epoch  # noqa: E402
-from reid.errors import InputError, RunFailure, message, run_script  # noqa: E402
+from reid.errors import InputError, Interrupted, RunFailure, message, run_script  # noqa: E402
+from reid.files import write_text_atomically  # noqa: E402
 from reid.inference import features_for_frame  # noqa: E402
 from reid.layout import IMAGE_SUFFIX, TRAIN_TABLE, data_reid, load_train_frame, query_gallery, split_train_test  # noqa: E402
 from reid.losses import ReidLoss  # noqa: E402
@@ -210,7 +216,7 @@ class Setup:
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cuda" if self.cuda else "cpu")
+        return resolve_device("auto")
 
 
 @dataclass
@@ -287,7 +293,7 @@ class Check(Setup):
         super().__init__(config)
         self.started = time.monotonic()
         self.started_at = datetime.now(timezone.utc)
-        self.deadline = self.started + (config.budget or self.sizes.budget)
+        self.deadline = self.started + self.budget
         self.measure_deadline = self.deadline
         self.rows: list[Row] = []
         self.figures: dict[str, dict[str, Any]] = {}  # by measurement: what later steps compare with
@@ -564,8 +570,8 @@ class Check(Setup):
                   "seconds": round(time.monotonic() - self.started, 1), "budget_s": self.budget,
                   "machine": {"gpu": self.gpu if self.cuda else None, "cpu": cpu_name(), "platform": platform.platform()},
                   "commit": self.commit, "counts": counts, "rows": [dataclasses.asdict(row) for row in self.ordered_rows()]}
-        _write_atomically(self.config.output_dir / "gpu_check.json", json.dumps(report, indent=2, default=str) + "\n")
-        _write_atomically(self.config.output_dir / "gpu_check.md", self.markdown(report))
+        write_text_atomically(self.config.output_dir / "gpu_check.json", json.dumps(report, indent=2, default=str) + "\n")
+        write_text_atomically(self.config.output_dir / "gpu_check.md", self.markdown(report))
         return report
 
     def markdown(self, report: dict[str, Any]) -> str:
@@ -596,8 +602,7 @@ def requirement_versions() -> str:
         from packaging.requirements import Requirement
     except ImportError:
         return "every line of requirements.txt installed; " + ", ".join(parts)
-    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
-    outside = [f"{r.name} {v} (wants {r.specifier})" for r in map(Requirement, filter(None, lines))
+    outside = [f"{r.name} {v} (wants {r.specifier})" for r in map(Requirement, requirement_lines())
                if not r.specifier.contains(v := importlib.metadata.version(r.name), prereleases=True)]
     return (f"every line of requirements.txt installed; {', '.join(parts)}"
             + (f"; outside the ranges of requirements.txt: {', '.join(outside)}" if outside else ""))
@@ -618,12 +623,6 @@ def _commit() -> str:
                               timeout=10).stdout.strip() or "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 # ================================================================================================
@@ -648,7 +647,7 @@ class Rows:
         self.flush()
 
     def flush(self) -> None:
-        _write_atomically(self.path, json.dumps(self.written, default=float))
+        write_text_atomically(self.path, json.dumps(self.written, default=float))
 
 
 def child_main(settings_json: str) -> None:
@@ -985,9 +984,8 @@ def main(config: Configuration) -> None:
     check = Check(config)
     try:
         check.run()
-    except KeyboardInterrupt:
-        print(f"interrupted: {config.output_dir / 'gpu_check.md'} holds what was measured", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt:  # run_script prints "interrupted: <this>" and exits with 130
+        raise Interrupted(f"{config.output_dir / 'gpu_check.md'} holds what was measured") from None
     finally:
         report = check.write_report()
         check.log.close()

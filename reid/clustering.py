@@ -29,7 +29,7 @@ import torch
 
 from reid.config import RerankSettings
 from reid.retrieval import rerank
-from reid.retrieval.arrays import ArrayLike, as_tensor
+from reid.retrieval.arrays import ArrayLike
 from reid.retrieval.distance import squared_euclidean
 
 ClusterMethod = Literal["agglomerative", "dbscan"]
@@ -46,23 +46,22 @@ def within_set_distances(features: ArrayLike, distance: WithinDistance = "jaccar
     crops or fewer, ``RerankSettings.fitted``; lambda is 1: the Jaccard term only); ceil(log2 N) calls
     of the engine on the whole set, on ``device``.
     """
+    if distance not in ("jaccard", "raw"):
+        raise ValueError(f"unknown within-set distance {distance!r}; expected jaccard or raw")
     features = np.asarray(features, dtype=np.float32)
     count = len(features)
     if distance == "raw" or count < 3:
         dist = np.maximum(np.asarray(squared_euclidean(features, features), dtype=np.float32), 0.0)
-    elif distance == "jaccard":
+    else:
         jaccard, _ = settings.replaced(lambda_value=1.0).fitted(count, 0, "classic")  # lists of k1 + 1 of the N crops
-        on_device = as_tensor(features, device) if torch.device(device).type != "cpu" else features
         dist = np.zeros((count, count), dtype=np.float32)
         index = np.arange(count)
         for bit in range(math.ceil(math.log2(count))):
             upper = (index >> bit) & 1 == 1
             first, second = index[~upper], index[upper]
-            block = rerank.rerank(on_device[first], on_device[second], "classic", jaccard)  # (|first|, |second|) numpy
+            block = rerank.rerank(features[first], features[second], "classic", jaccard, device=device)  # (|first|, |second|)
             dist[np.ix_(first, second)] = block
             dist[np.ix_(second, first)] = block.T
-    else:
-        raise ValueError(f"unknown within-set distance {distance!r}; expected jaccard or raw")
     dist = (dist + dist.T) / 2  # float rounding only
     np.fill_diagonal(dist, 0.0)
     return dist

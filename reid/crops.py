@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reid.data import read_image
 from reid.errors import InputError
-from reid.images import VERIFY_HINT, ImageReadError
+from reid.images import decode_image
 
 # What PIL decodes and crops are stored as; other files in a folder are ignored.
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -67,11 +66,8 @@ def read_crop(image: ImageInput) -> torch.Tensor:
     A file that cannot be decoded raises ``ImageReadError`` naming it (a missing one ``FileNotFoundError``),
     an array of another shape or type or any other object ``InputError``."""
     if isinstance(image, (str, os.PathLike)):
-        try:
-            return read_image(image)
-        except ImageReadError as error:  # the hint is for the data set's images, not a user's crops
-            raise ImageReadError(str(error).replace(f" ({VERIFY_HINT})", "")) from None
-    if isinstance(image, Image.Image):
+        pixels = decode_image(image, data_set=False)  # a user's crop: no hint about the data set's --verify-images
+    elif isinstance(image, Image.Image):
         pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:

@@ -188,6 +188,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     total = len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(loader, total=total, desc=f"train {epoch}", disable=not verbose, dynamic_ncols=True, leave=False)
     parameters = [p for p in model.parameters() if p.requires_grad]
+    buffers = [b for b in model.buffers() if b.is_floating_point()]  # updated in place: the list stays current
     step = 0
     where = lambda: f"epoch {epoch}, step {step}{f' of {total}' if total else ''}"  # noqa: E731
     for step, (query, gallery, labels) in enumerate(bar, start=1):
@@ -214,7 +215,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             if gradient_clipping is not None:
                 norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm=gradient_clipping)
             elif scaler is None:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+                norm = _total_norm([p.grad for p in parameters if p.grad is not None])
             if scaler is None and not torch.isfinite(norm):
                 raise NonFiniteError(f"the gradient norm is {norm.item()} at {where()} (before the optimiser step); "
                                      "training stopped")
@@ -227,18 +228,26 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
-            _stop_if_non_finite(model.named_buffers(), f"after the optimiser step at {where()}")
+            if buffers and not torch.isfinite(torch.cat([b.reshape(-1) for b in buffers])).all():  # one check, one sync
+                _stop_if_non_finite(model.named_buffers(), f"after the optimiser step at {where()}")
         # log
-        batch_size = query.shape[0]
-        meters["loss"].update(loss.item(), batch_size)
+        batch_size, loss_value = query.shape[0], loss.item()
+        meters["loss"].update(loss_value, batch_size)
         for name, value in parts.items():
             meters.setdefault(name, AverageMeter()).update(value, batch_size)
         bar.set_postfix(loss=f"{meters['loss'].avg:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         if on_step is not None:
-            on_step(step, {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], **parts})
+            on_step(step, {"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], **parts})
     bar.close()
     _stop_if_non_finite([*model.named_parameters(), *model.named_buffers()], f"at the end of {where()}")
     return {name: meter.avg for name, meter in meters.items()} | {"lr": optimizer.param_groups[0]["lr"]}
+
+
+def _total_norm(gradients: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``gradients`` together (``torch.nn.utils.get_total_norm``, which torch < 2.6 lacks)."""
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm(gradients)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
 
 
 def non_finite_tensors(state: Any) -> list[str]:
@@ -293,8 +302,10 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint`` (``weights_only=True``: no code is executed).
+
+    mmap: map the tensors from the file instead of reading them (for a look at the configuration only).
 
     A missing file raises ``FileNotFoundError``; a file that is not a PyTorch checkpoint (truncated,
     empty, a text or other file, one holding Python objects a weights-only load refuses, or a saved
@@ -304,7 +315,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as error:
         raise InputError(f"{path}: not a readable checkpoint ({_load_problem(error)}); give a best.pth or last.pth "
                          f"written by train_our_post.py") from None
@@ -356,7 +367,7 @@ def load_encoder(checkpoint: str | os.PathLike | dict[str, Any], device: str | t
             raise InputError(f"{name} is a checkpoint of the published code (keys model.*), which does not name its "
                              "model: pass --model (e.g. --model eva02_large_patch14_448.mim_m38m_ft_in22k_in1k, "
                              "or open_clip:ViT-L-14:openai)")
-        weights, _ = published_encoder_weights(state, model)
+        weights = published_encoder_weights(state, model)
         open_clip_model = is_open_clip(model)
         config = {"model": model, "remove_proj": "backbone.proj" not in weights,
                   "mean": OPENAI_MEAN if open_clip_model else IMAGENET_MEAN,

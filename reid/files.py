@@ -32,7 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
-    """``path.write_text(text)`` through ``atomic_path``; returns the path."""
+    """``path.write_text(text)`` (UTF-8) through ``atomic_path``; returns the path."""
     with atomic_path(path) as temporary:
-        temporary.write_text(text)
+        temporary.write_text(text, encoding="utf-8")
     return Path(path)

@@ -26,8 +26,9 @@ class ImageReadError(RunFailure):
     """An image file exists but cannot be decoded (truncated, empty, not an image)."""
 
 
-def decode_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as RGB uint8 pixels (H, W, 3); a missing or undecodable file raises naming its path."""
+def decode_image(path: str | os.PathLike, data_set: bool = True) -> np.ndarray:
+    """An image file as RGB uint8 pixels (H, W, 3); a missing or undecodable file raises naming its path
+    (data_set: the error of an undecodable file points to ``--verify-images``, for the data set's images)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path} (if the image folders changed, run preprocess_data.py again)")
@@ -35,8 +36,8 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"cannot decode image {path}: {_reason(path, error)}; replace or remove the file "
-                             f"({VERIFY_HINT})") from None
+        raise ImageReadError(f"cannot decode image {path}: {_reason(path, error)}; replace or remove the file"
+                             + (f" ({VERIFY_HINT})" if data_set else "")) from None
 
 
 def unreadable_images(paths: Sequence[str | os.PathLike], workers: int | None = None,

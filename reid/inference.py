@@ -21,6 +21,7 @@ similarity). Where they are computed: ``reid.devices.resolve_device``.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ class ReidEncoder:
         self.checkpoint = checkpoint
         self.preprocess = Preprocess(module.img_size, module.mean, module.std)
 
-    @property
+    @functools.cached_property
     def training_config(self) -> TrainingConfig:
         """``config`` as the typed training configuration (fields a published checkpoint lacks: the defaults)."""
         return TrainingConfig.from_checkpoint(self.config, self.checkpoint or "checkpoint")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -160,16 +161,22 @@ def held_out_split(fold: int, train_on_all: bool) -> str:
     return "test" if fold == -1 or train_on_all else f"fold{fold}"
 
 
+def read_table(path: str | os.PathLike, flag: str, **read_csv: Any) -> pd.DataFrame:
+    """``pd.read_csv(path, **read_csv)`` of a table the user gave with ``flag``: one that cannot be parsed
+    raises ``InputError`` naming the flag and the file (a missing one ``FileNotFoundError``)."""
+    try:
+        return pd.read_csv(path, compression="infer", **read_csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as error:
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise InputError(f"{flag} {path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
+
+
 def load_truth(path: str | os.PathLike) -> pd.DataFrame:
     """A challenge ground truth (``TRUTH_COLUMNS``: img_id = file number, img_type q / g, player; one
     row per image, as the synthetic twin writes it), checked: ``InputError`` naming the file."""
     path = Path(path)
-    try:
-        truth = pd.read_csv(path, compression="infer")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as error:
-        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise InputError(f"--truth {path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
+    truth = read_table(path, "--truth")
     missing = [column for column in TRUTH_COLUMNS if column not in truth.columns]
     if missing:
         raise InputError(f"--truth {path}: missing column(s) {', '.join(missing)}; the ground truth has the columns "

@@ -219,26 +219,22 @@ def is_published_layout(state: Mapping[str, Any]) -> bool:
         isinstance(value, torch.Tensor) for value in state.values())
 
 
-def published_encoder_weights(state: Mapping[str, torch.Tensor], model: str) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """A published state dict -> (the ``Encoder`` state dict, the learned logit scale or None).
+def published_encoder_weights(state: Mapping[str, torch.Tensor], model: str) -> dict[str, torch.Tensor]:
+    """A published state dict -> the ``Encoder`` state dict.
 
     timm (``TimmModel``): ``model.<key>`` -> ``backbone.<key>``; open_clip (``OpenClipModel``, text tower
     deleted): ``model.visual.<key>`` -> ``backbone.<key>``. ``model.logit_scale`` is the loss's
-    temperature, not part of the encoder. Keys of neither form are kept unmapped so that loading
-    reports them as unexpected.
+    temperature, not part of the encoder: left out. Keys of neither form are kept unmapped so that
+    loading reports them as unexpected.
     """
     prefix = PUBLISHED_OPEN_CLIP_PREFIX if is_open_clip(model) else PUBLISHED_PREFIX
     weights: dict[str, torch.Tensor] = {}
-    logit_scale = None
     for key, value in state.items():
         key = _strip_data_parallel(key)
-        if key == PUBLISHED_LOGIT_SCALE:
-            logit_scale = value
-        elif key.startswith(prefix):
-            weights["backbone." + key[len(prefix):]] = value
-        else:
-            weights[key] = value
-    return weights, logit_scale
+        if key == PUBLISHED_LOGIT_SCALE:  # before the prefix test: it starts with model. too
+            continue
+        weights["backbone." + key[len(prefix):] if key.startswith(prefix) else key] = value
+    return weights
 
 
 def _strip_data_parallel(key: Any) -> Any:

@@ -72,11 +72,7 @@ def evaluate_matrices(matrices: dict[str, np.ndarray], query_ids: np.ndarray,
     """{distance: ``reid.retrieval.metrics.Scores``} of each (m, n) matrix, each sorted once: mAP, mINP and
     the three CMC curves to rank 10 (cuhk03 drawn from ``np.random.RandomState(0)``, so the same
     matrix gives the same table); ids: (m,), (n,) player ids."""
-    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
-    query_cams = np.zeros(len(query_ids), dtype=np.int64)
-    gallery_cams = np.ones(len(gallery_ids), dtype=np.int64)
-    return {distance: metrics.evaluate(values, query_ids, gallery_ids, query_cams, gallery_cams, topk=max(CMC_RANKS),
-                                       rng=np.random.RandomState(0))
+    return {distance: metrics.evaluate(values, query_ids, gallery_ids, topk=max(CMC_RANKS), rng=np.random.RandomState(0))
             for distance, values in matrices.items()}
 
 

@@ -43,7 +43,7 @@ from reid import engine
 from reid.config import ConfigError, TrainingConfig, config_from_dict, config_to_dict, parse, save_config
 from reid.data import PairDataset, UniquePlayerBatchSampler, player_labels
 from reid.distributed import DistEnv, barrier, cleanup_distributed, init_distributed, seed_everything
-from reid.errors import InputError, Interrupted, RunFailure, message
+from reid.errors import FILE_ERRORS, InputError, Interrupted, RunFailure, message
 from reid.files import atomic_path
 from reid.inference import features_for_frame
 from reid.layout import image_paths, load_train_frame, query_gallery, split_train_test
@@ -87,7 +87,7 @@ def parse_training_config(config_class: type[C], args: Sequence[str] | None = No
 
 def checkpoint_config(config_class: type[C], path: str | os.PathLike) -> C:
     """The training configuration saved in the checkpoint at ``path``, as ``config_class``."""
-    state = engine.load_checkpoint(path)
+    state = engine.load_checkpoint(path, mmap=True)  # the weights are read once, by the run
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         raise InputError(f"--resume {path}: not a training checkpoint of this project (no configuration inside)")
     try:
@@ -272,8 +272,9 @@ def _run(config: TrainingConfig, env: DistEnv, device: torch.device) -> Path:
                                            run_dir / "last.pth")
                 except engine.NonFiniteError as error:
                     raise failure(f"after epoch {epoch}: {error}") from None
+            last_good = (run_dir / "last.pth", epoch)  # before "saved" is printed: a Ctrl-C after it names this epoch
+            if env.is_main:
                 log.info("saved %s%s", run_dir / "last.pth", f" and {run_dir / 'best.pth'} (best {config.best_metric})" if is_best else "")
-            last_good = (run_dir / "last.pth", epoch)
             barrier()
         if env.is_main:
             log.info("done: best %s %.4f at epoch %s; outputs in %s", config.best_metric, best["score"], best["epoch"], run_dir)
@@ -412,19 +413,22 @@ def _config_json_disagreement(path: Path, saved: dict[str, Any]) -> list[str]:
 
 
 def _decided_on_main(env: DistEnv, work: Callable[[], T]) -> T | None:
-    """``work()`` on rank 0 only; when it raises ``InputError`` every rank raises it (none waits for rank 0 forever)."""
-    result, message = None, None
+    """``work()`` on rank 0 only; when it raises bad input (``InputError``, a file error) rank 0 raises
+    that and every other rank an ``InputError`` with its message (none waits for rank 0 forever)."""
+    result, refused, text = None, None, None
     if env.is_main:
         try:
             result = work()
-        except InputError as error:
-            message = str(error)
+        except (InputError, *FILE_ERRORS) as error:
+            refused, text = error, message(error)
     if env.is_distributed:
-        box = [message]
+        box = [text]
         torch.distributed.broadcast_object_list(box, src=0)
-        message = box[0]
-    if message is not None:
-        raise InputError(message)
+        text = box[0]
+    if refused is not None:
+        raise refused
+    if text is not None:
+        raise InputError(text)
     return result
 
 

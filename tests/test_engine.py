@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,9 +32,10 @@ from reid.errors import InputError, RunFailure
 from reid.inference import extract_features
 from reid.losses import ReidLoss
 from reid.models import build_model
+from tests.reference_cases import REFERENCE_DIR
 
 # Three optimiser steps of the published trainer, computed once by running the published code.
-PUBLISHED_STEPS = Path(__file__).parent / "reference" / "published_trainer_steps.json"
+PUBLISHED_STEPS = REFERENCE_DIR / "published_trainer_steps.json"
 
 
 def test_polynomial_schedule_with_warmup_at_given_steps():
@@ -216,6 +216,8 @@ def test_a_checkpoint_with_a_non_finite_tensor_is_never_written(tmp_path):
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
     # non-tensor NaNs (the scores of a run without re-ranking) are not weights
     save_checkpoint({"model": {"w": torch.ones(3)}, "scores": {"map_hard": math.nan}}, path)
+
+
 def test_precision_names_map_to_autocast_dtypes(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert [autocast_dtype(cpu, name) for name in ("bf16", "fp16", "fp32")] == [None, None, None]  # CPU: fp32

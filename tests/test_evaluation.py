@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
-from reference_cases import distance_d
 
 from reid.config import RerankSettings
 from reid.scoring import complete_scores, distance_matrices, evaluate_features, format_scores
+from tests.reference_cases import distance_d
 
 
 def clustered(seed: int = 0, players: int = 12, gallery_per_player: int = 8, noise: float = 0.6):

@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 from plain_postprocess import plain_classic, plain_hard_weight, plain_scores
-from reference_cases import distance_d
 
 import evaluate
 import predict
@@ -33,6 +32,7 @@ from reid.models import build_model
 from reid.prediction import choose_queries, model_names
 from reid.retrieval.distance import squared_euclidean
 from reid.scoring import distance_matrices, evaluate_features
+from tests.reference_cases import distance_d
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTANCES = ("raw", "classic", "hard")

@@ -86,6 +86,7 @@ def results(tmp_path_factory):
     (files / "truncated.npz").write_bytes(features[: len(features) // 2])
     (files / "truth_columns.csv").write_text("image,kind,person\n1,q,3\n")
     (files / "truth_binary.csv").write_bytes(bytes(range(256)) * 4)
+    (files / "truth_repeated.csv").write_text("img_id,player\n20_5_00,20\n20_5_00,21\n")
     matrix = files / "test.csv"
     matrix.write_text("0,20,20,21,21,22,22\n" + "".join(f"{q},{','.join(['   0.50000'] * 6)}\n" for q in (20, 21, 22)))
     gallery = [5, 5, 6]
@@ -152,6 +153,10 @@ def results(tmp_path_factory):
                                            "--data-dir", nowhere, "--output-dir", root / "c", *RUN),
         "cluster: truth columns": case("cluster.py", "--checkpoint", good, "--images", data / "data_reid" / "reid_test",
                                        "--truth", files / "truth_columns.csv", "--output-dir", root / "c", *RUN),
+        "cluster: truth binary": case("cluster.py", "--checkpoint", good, "--images", data / "data_reid" / "reid_test",
+                                      "--truth", files / "truth_binary.csv", "--output-dir", root / "c", *RUN),
+        "cluster: truth repeated": case("cluster.py", "--checkpoint", good, "--images", data / "data_reid" / "reid_test",
+                                        "--truth", files / "truth_repeated.csv", "--output-dir", root / "c", *RUN),
     }
     out = root / "out.csv"
     for script in ("my_py/sim_fuse.py", "my_py/dissim_fuse.py"):
@@ -279,33 +284,41 @@ def test_using_a_model_elsewhere(results):
     assert_error(ran["cluster: no training split"], 2, f"{paths['nowhere'] / 'data_reid' / 'train_df.csv'} not found",
                  "--threshold")
     assert_error(ran["cluster: truth columns"], 2, f"--truth {files / 'truth_columns.csv'}: needs the columns img_id and player")
+    assert_error(ran["cluster: truth binary"], 2, f"--truth {files / 'truth_binary.csv'}: not a readable CSV table")
+    assert_error(ran["cluster: truth repeated"], 2, f"--truth {files / 'truth_repeated.csv'}: img_id 20_5_00 has several rows")
 
 
-def test_ctrl_c_during_training_is_one_line_naming_the_checkpoint_to_resume(tmp_path):
+def test_ctrl_c_during_training_is_one_line_naming_the_checkpoint_to_resume(results, tmp_path):
     """A real SIGINT to ``python train_our_post.py`` after its first saved epoch: status 130, no traceback."""
     import signal
     import subprocess
     import sys
+    import threading
 
-    data = make_data(tmp_path / "data")
+    _, paths = results
     command = [sys.executable, "train_our_post.py", "--model", "test_resnet", "--no-pretrained", "--img-size", "32", "16",
-               "--batch-size", "4", "--epochs", "1000", "--data-dir", data, "--model-path", tmp_path / "model",
+               "--batch-size", "4", "--epochs", "1000", "--data-dir", paths["data"], "--model-path", tmp_path / "model",
                "--run-name", "cut", *RUN]
     root = Path(__file__).resolve().parents[1]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    with subprocess.Popen([str(part) for part in command], cwd=root, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as process:
+    with (tmp_path / "stderr.txt").open("w+") as stderr, subprocess.Popen(
+            [str(part) for part in command], cwd=root, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True) as process:
+        watchdog = threading.Timer(240, process.kill)  # a run that never saves ends the loop below, and fails
+        watchdog.start()
         try:
             for line in process.stdout:
                 if line.startswith("saved "):  # epoch 1 is on disk
+                    process.send_signal(signal.SIGINT)
                     break
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=120)
+            process.wait(timeout=120)
         finally:
+            watchdog.cancel()
             process.kill()
+        stderr.seek(0)
+        errors = stderr.read()
     last = tmp_path / "model" / "cut" / "last.pth"
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
+    assert process.returncode == 130, errors
+    assert "Traceback" not in errors
+    lines = errors.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted: epoch ") and lines[0].endswith(f"go on with --resume {last}")
     assert torch.load(last, weights_only=False, map_location="cpu")["epoch"] >= 1

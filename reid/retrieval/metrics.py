@@ -214,7 +214,7 @@ def mean_ap(distmat: np.ndarray, query_ids, gallery_ids, query_cams=None, galler
     query_ids (m,), gallery_ids (n,): identities; query_cams (m,), gallery_cams (n,): cameras
     (default 0 for queries, 1 for the gallery). Raises ``RuntimeError`` if no query has a valid match.
     """
-    aps = np.concatenate([as_numpy(average_precision(r)) for r in ranked_blocks(distmat, query_ids, gallery_ids, query_cams, gallery_cams)])
+    aps = np.concatenate([average_precision(r) for r in ranked_blocks(distmat, query_ids, gallery_ids, query_cams, gallery_cams)])
     return _mean_of_evaluated(aps)
 
 
@@ -224,7 +224,7 @@ def mean_inp(distmat: np.ndarray, query_ids, gallery_ids, query_cams=None, galle
     Same inputs as ``mean_ap``. Per query: number of valid true matches / (1-based rank of the hardest
     one among the valid items, counting items tied with it as before it).
     """
-    inps = np.concatenate([as_numpy(inverse_negative_penalty(r)) for r in ranked_blocks(distmat, query_ids, gallery_ids, query_cams, gallery_cams)])
+    inps = np.concatenate([inverse_negative_penalty(r) for r in ranked_blocks(distmat, query_ids, gallery_ids, query_cams, gallery_cams)])
     return _mean_of_evaluated(inps)
 
 
@@ -288,19 +288,20 @@ def evaluate_ranked(blocks: Iterable[RankedGallery], topk: int = 100, rng: np.ra
     totals = {name: np.zeros(topk) for name in CMC_CONFIGS}
     counts = dict.fromkeys(CMC_CONFIGS, 0)
     for ranked in blocks:
-        aps.append(as_numpy(average_precision(ranked)))
-        inps.append(as_numpy(inverse_negative_penalty(ranked)))
+        aps.append(average_precision(ranked))
+        inps.append(inverse_negative_penalty(ranked))
         for name in CMC_CONFIGS:
             hits, evaluated = cmc_hits(ranked, topk, name, rng)
             totals[name] += hits[evaluated].sum(0)
             counts[name] += int(evaluated.sum())
     if min(counts.values()) == 0:
         raise RuntimeError("no query has a valid true match in the gallery")
+    aps = np.concatenate(aps)
     return Scores(
-        mAP=_mean_of_evaluated(np.concatenate(aps)),
+        mAP=_mean_of_evaluated(aps),
         mINP=_mean_of_evaluated(np.concatenate(inps)),
         cmc={name: totals[name].cumsum() / counts[name] for name in CMC_CONFIGS},
-        average_precisions=np.concatenate(aps),
+        average_precisions=aps,
     )
 
 
